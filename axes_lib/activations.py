@@ -1,0 +1,252 @@
+"""Residual-stream activations after every decoder layer, captured with forward hooks.
+
+`extract` runs one batched forward of the base model per batch (no LM head), stops after the last
+requested layer, groups prompts by length so little is spent on padding, and — because the prompts
+of this method share long prefixes (one system prompt per persona) — computes each shared token
+prefix once and reuses its KV cache for every prompt that starts with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from axes_lib.models import decoder_layers
+
+Method = Literal["last_token", "response_mean"]
+METHODS: tuple[str, ...] = ("last_token", "response_mean")
+
+
+class _StopForward(Exception):
+    """Raised by the hook on the last requested layer: the rest of the model is not needed."""
+
+
+@dataclass
+class _Seq:
+    """One tokenized prompt (+ response): which positions to read, and where it goes in the output."""
+
+    index: int
+    ids: list[int]
+    start: int  # first position averaged (response_mean) or the position read (last_token)
+    stop: int  # one past the last position averaged
+
+
+def check_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
+    """Validate layer indices against the model; `None` means all layers."""
+    if layers is None:
+        return list(range(n_layers))
+    layers = [int(layer) for layer in layers]
+    if not layers:
+        raise ValueError("layers is empty: pass None for all layers or at least one index")
+    for layer in layers:
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"layer {layer} out of range: model has {n_layers} layers (0..{n_layers - 1})")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers contains duplicates: {layers}")
+    return layers
+
+
+def _check_inputs(prompts: Sequence[str], method: str, responses: Sequence[str] | None) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
+    if isinstance(prompts, str):
+        raise ValueError("prompts must be a list of strings, not a single string")
+    if len(prompts) == 0:
+        raise ValueError("prompts is empty: nothing to extract")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"prompt {i} is empty or not a string")
+    if method == "response_mean":
+        if responses is None:
+            raise ValueError("method 'response_mean' needs responses: one generated response per prompt")
+        if len(responses) != len(prompts):
+            raise ValueError(f"got {len(responses)} responses for {len(prompts)} prompts: need one per prompt")
+        for i, response in enumerate(responses):
+            if not isinstance(response, str) or not response.strip():
+                raise ValueError(f"response {i} is empty: response_mean needs at least one response token")
+
+
+def _tokenize(tokenizer: Any, prompts: Sequence[str], method: str, responses: Sequence[str] | None) -> list[_Seq]:
+    """Prompts are fully formatted (chat template applied), so no special tokens are added here."""
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    if method == "last_token":
+        return [_Seq(i, ids, len(ids) - 1, len(ids)) for i, ids in enumerate(prompt_ids)]
+    response_ids = tokenizer(list(responses or []), add_special_tokens=False)["input_ids"]
+    seqs = []
+    for i, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
+        if not r:
+            raise ValueError(f"response {i} tokenizes to no tokens")
+        seqs.append(_Seq(i, p + r, len(p), len(p) + len(r)))
+    return seqs
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _prefix_groups(seqs: list[_Seq], min_prefix: int) -> list[tuple[int, list[_Seq]]]:
+    """Group sequences that share a token prefix of at least `min_prefix` tokens.
+
+    Sorted lexicographically, sequences with a common prefix are adjacent. The shared prefix stops
+    before the first position any member reads, so every read position is computed in the suffix pass.
+    """
+    ordered = sorted(seqs, key=lambda s: s.ids)
+    groups: list[tuple[int, list[_Seq]]] = []
+    for seq in ordered:
+        if groups:
+            shared, members = groups[-1]
+            common = min(shared, _common_prefix(members[0].ids, seq.ids), seq.start)
+            if common >= min_prefix:
+                groups[-1] = (common, members + [seq])
+                continue
+        groups.append((min(len(seq.ids), seq.start), [seq]))
+    # A group of one shares nothing; a group whose prefix is short is not worth a separate pass.
+    return [(p if len(m) > 1 and p >= min_prefix else 0, m) for p, m in groups]
+
+
+def _batches(members: list[_Seq], offset: int, batch_size: int, max_tokens: int) -> list[list[_Seq]]:
+    """Length-sorted batches bounded in prompts and in padded tokens."""
+    ordered = sorted(members, key=lambda s: len(s.ids))
+    batches: list[list[_Seq]] = []
+    current: list[_Seq] = []
+    for seq in ordered:
+        padded = (len(seq.ids) - offset) * (len(current) + 1)
+        if current and (len(current) >= batch_size or padded > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(seq)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class _Capture:
+    """Forward hooks that reduce each layer's output to the rows we need, in place into `out`."""
+
+    def __init__(self, model: Any, layers: list[int], out: torch.Tensor, method: str):
+        self.blocks = decoder_layers(model)
+        self.layers = layers
+        self.column = {layer: col for col, layer in enumerate(layers)}
+        self.last = max(layers)
+        self.out = out
+        self.method = method
+        self.active = False
+        self.rows: torch.Tensor | None = None  # output row per batch row
+        self.read: torch.Tensor | None = None  # last_token: position per batch row
+        self.weights: torch.Tensor | None = None  # response_mean: [b, t] averaging weights
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> _Capture:
+        for layer in range(self.last + 1):
+            self.handles.append(self.blocks[layer].register_forward_hook(self._hook(layer)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def _hook(self, layer: int) -> Any:
+        def hook(module: Any, args: Any, output: Any) -> None:
+            hidden = output[0] if isinstance(output, tuple) else output
+            if self.active and layer in self.column:
+                if self.method == "last_token":
+                    batch = torch.arange(hidden.shape[0], device=hidden.device)
+                    values = hidden[batch, self.read]
+                else:
+                    values = torch.einsum("bt,btd->bd", self.weights, hidden.float())
+                self.out[self.rows, self.column[layer]] = values.float().cpu()
+            if layer == self.last:
+                raise _StopForward
+
+        return hook
+
+
+def _run(model: Any, **kwargs: Any) -> None:
+    try:
+        model(**kwargs)
+    except _StopForward:
+        pass
+
+
+@torch.inference_mode()
+def extract(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    method: Method = "last_token",
+    responses: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 32,
+    max_batch_tokens: int = 8192,
+    share_prefix: bool = True,
+    min_prefix: int = 16,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Residual stream after each requested decoder layer: `[n_prompts, n_layers, d_model]`, float32, CPU.
+
+    `last_token` reads the final prompt token (the position before generation starts);
+    `response_mean` averages over the response tokens in one teacher-forced pass over prompt + response.
+    Prompts must be fully formatted (chat template applied). Results do not depend on batching,
+    padding side or prefix sharing (up to float rounding).
+    """
+    _check_inputs(prompts, method, responses)
+    if batch_size < 1 or max_batch_tokens < 1:
+        raise ValueError(f"batch_size and max_batch_tokens must be >= 1, got {batch_size}, {max_batch_tokens}")
+    layers = check_layers(layers, model.config.num_hidden_layers)
+    seqs = _tokenize(tokenizer, prompts, method, responses)
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    device = next(model.parameters()).device
+    out = torch.zeros(len(seqs), len(layers), model.config.hidden_size, dtype=torch.float32)
+    groups = _prefix_groups(seqs, min_prefix) if share_prefix else [(0, seqs)]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    bar = tqdm(total=len(seqs), desc=f"extract {method}", disable=not progress, leave=False)
+    with _Capture(model, layers, out, method) as capture:
+        for prefix_len, members in groups:
+            prefix_kv = None
+            if prefix_len:
+                from transformers import DynamicCache
+
+                cache = DynamicCache(config=model.config)
+                prefix = torch.tensor([members[0].ids[:prefix_len]], device=device)
+                _run(base, input_ids=prefix, cache=cache, use_cache=True)
+                prefix_kv = [(lay.keys, lay.values) for lay in cache.layers[: capture.last + 1]]
+            for batch in _batches(members, prefix_len, batch_size, max_batch_tokens):
+                width = max(len(s.ids) for s in batch) - prefix_len
+                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), prefix_len + width), dtype=torch.long)
+                weights = torch.zeros((len(batch), width), dtype=torch.float32)
+                read = torch.zeros(len(batch), dtype=torch.long)
+                for row, seq in enumerate(batch):
+                    tail = seq.ids[prefix_len:]
+                    ids[row, : len(tail)] = torch.tensor(tail)
+                    mask[row, : prefix_len + len(tail)] = 1
+                    read[row] = seq.start - prefix_len
+                    weights[row, seq.start - prefix_len : seq.stop - prefix_len] = 1.0 / (seq.stop - seq.start)
+                capture.rows = torch.tensor([s.index for s in batch])
+                capture.read = read.to(device)
+                capture.weights = weights.to(device)
+                kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+                if prefix_kv is not None:
+                    cache = DynamicCache(config=model.config)
+                    for layer, (k, v) in enumerate(prefix_kv):
+                        cache.update(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1), layer)
+                    kwargs.update(cache=cache, use_cache=True)
+                else:
+                    kwargs["use_cache"] = False
+                capture.active = True
+                try:
+                    _run(base, **kwargs)
+                finally:
+                    capture.active = False
+                bar.update(len(batch))
+    bar.close()
+    return out
