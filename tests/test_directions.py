@@ -1,0 +1,169 @@
+"""Tests for axes_lib.directions: mean differences, unit vectors, files, checks against a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from axes_lib import io
+from axes_lib.directions import (
+    compute_direction,
+    load_direction,
+    load_direction_with_metadata,
+    save_direction,
+    unit,
+    validate_direction,
+)
+
+
+def planted(n_a: int = 100, n_o: int = 150, n_layers: int = 3, d_model: int = 32, shift: float = 5.0, seed: int = 0):
+    """Assistant = noise + shift*v_l, other = noise - shift*v_l, with a random unit v_l per layer."""
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(n_layers, d_model, generator=g)
+    v = v / v.norm(dim=1, keepdim=True)
+    a = torch.randn(n_a, n_layers, d_model, generator=g) + shift * v
+    o = torch.randn(n_o, n_layers, d_model, generator=g) - shift * v
+    return a, o, v
+
+
+def test_matches_numpy_mean_difference() -> None:
+    a, o, _ = planted()
+    direction = compute_direction(a, o)
+    expected = a.numpy().astype(np.float64).mean(0) - o.numpy().astype(np.float64).mean(0)
+    assert sorted(direction) == [0, 1, 2]
+    for layer, vec in direction.items():
+        assert vec.dtype == torch.float32 and vec.shape == (32,)
+        np.testing.assert_allclose(vec.numpy(), expected[layer], rtol=1e-6, atol=1e-6)
+
+
+def test_recovers_planted_direction() -> None:
+    a, o, v = planted()
+    for layer, vec in compute_direction(a, o).items():
+        assert float(torch.nn.functional.cosine_similarity(vec, v[layer], dim=0)) > 0.99
+
+
+def test_layers_label_columns() -> None:
+    a, o, _ = planted(n_layers=2)
+    direction = compute_direction(a, o, layers=[10, 20])
+    assert sorted(direction) == [10, 20]
+    assert torch.equal(direction[20], compute_direction(a, o)[1])
+    with pytest.raises(ValueError, match="layers has 3 entries but the activations hold 2"):
+        compute_direction(a, o, layers=[1, 2, 3])
+    with pytest.raises(ValueError, match="distinct"):
+        compute_direction(a, o, layers=[4, 4])
+
+
+@pytest.mark.parametrize(
+    ("a_shape", "o_shape", "message"),
+    [
+        ((4, 2, 8), (4, 3, 8), r"\[n_layers, d_model\] = \[2, 8\] but other_acts has \[3, 8\]"),
+        ((4, 2, 8), (4, 2, 9), "same model"),
+        ((4, 8), (4, 2, 8), "3-D"),
+        ((0, 2, 8), (4, 2, 8), "empty"),
+    ],
+)
+def test_shape_errors(a_shape, o_shape, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        compute_direction(torch.zeros(a_shape), torch.zeros(o_shape))
+
+
+def test_unit() -> None:
+    a, o, _ = planted()
+    direction = compute_direction(a, o)
+    for layer, vec in unit(direction).items():
+        assert float(vec.norm()) == pytest.approx(1.0, abs=1e-6)
+        assert float(torch.dot(vec, direction[layer])) > 0
+    with pytest.raises(ValueError, match="layer 3 is the zero vector"):
+        unit({3: torch.zeros(4)})
+    with pytest.raises(ValueError, match="one length"):
+        unit({0: torch.ones(4), 1: torch.ones(5)})
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    a, o, _ = planted()
+    direction = compute_direction(a, o, layers=[3, 7, 9])
+    path = save_direction(tmp_path / "d.safetensors", direction, model="tiny", method="last_token",
+                          n_layers=12, n_assistant=100, n_other=150)
+    loaded, meta = load_direction_with_metadata(path)
+    assert list(loaded) == [3, 7, 9]
+    for layer in direction:
+        assert torch.equal(loaded[layer], direction[layer])
+    assert meta["model"] == "tiny" and meta["method"] == "last_token"
+    assert meta["n_layers"] == "12" and meta["n_assistant"] == "100" and meta["n_other"] == "150"
+    assert meta["d_model"] == "32" and json.loads(meta["layers"]) == [3, 7, 9]
+    assert meta["code_version"] == io.code_version()
+    tensors, _ = io.load_tensors(path)
+    assert sorted(tensors) == ["layer.3", "layer.7", "layer.9"]
+    assert [p.name for p in tmp_path.iterdir()] == ["d.safetensors"]
+
+
+def test_legacy_pt(tmp_path: Path) -> None:
+    direction = {0: torch.randn(8), 5: torch.randn(8)}
+    torch.save(direction, tmp_path / "qwen_last_token.pt")
+    loaded, meta = load_direction_with_metadata(tmp_path / "qwen_last_token.pt")
+    assert meta["format"] == "legacy-pt"
+    assert list(loaded) == [0, 5] and all(torch.equal(loaded[k], direction[k]) for k in direction)
+    assert list(load_direction(tmp_path / "qwen_last_token.pt")) == [0, 5]
+
+
+def test_legacy_pt_not_a_direction(tmp_path: Path) -> None:
+    torch.save({"cohens_d": [1.0, 2.0]}, tmp_path / "eval.pt")
+    with pytest.raises(ValueError, match="dict\\[int, Tensor\\]"):
+        load_direction(tmp_path / "eval.pt")
+
+
+class _NotAllowed:
+    pass
+
+
+def test_legacy_pt_refuses_pickled_objects(tmp_path: Path) -> None:
+    torch.save({0: _NotAllowed()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="weights-only"):
+        load_direction(tmp_path / "evil.pt")
+
+
+def test_load_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no direction file"):
+        load_direction(tmp_path / "nope.safetensors")
+    (tmp_path / "d.npy").write_bytes(b"x")
+    with pytest.raises(ValueError, match="unknown direction file type '.npy'"):
+        load_direction(tmp_path / "d.npy")
+    io.save_tensors(tmp_path / "acts.safetensors", {"acts": torch.zeros(2, 3)})
+    with pytest.raises(ValueError, match="unexpected tensor 'acts'"):
+        load_direction(tmp_path / "acts.safetensors")
+    with pytest.raises(ValueError, match=r"use d\.safetensors"):
+        save_direction(tmp_path / "d.pt", {0: torch.ones(3)})
+    with pytest.raises(ValueError, match="non-finite"):
+        save_direction(tmp_path / "d.safetensors", {0: torch.tensor([1.0, float("nan")])})
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=4, vocab_size=100)
+    return LlamaForCausalLM(config)
+
+
+def test_validate_direction(tiny_model) -> None:
+    validate_direction({0: torch.randn(64), 1: torch.randn(64)}, tiny_model)
+    validate_direction({1: torch.randn(64)}, tiny_model.config)  # a config works too
+    with pytest.raises(ValueError, match=r"layer 2 out of range: model has 2 layers"):
+        validate_direction({2: torch.randn(64)}, tiny_model)
+    with pytest.raises(ValueError, match=r"layer -1 out of range"):
+        validate_direction({-1: torch.randn(64)}, tiny_model)
+    with pytest.raises(ValueError, match=r"layer 1: vector has shape \(32,\) but the model's hidden_size is 64"):
+        validate_direction({0: torch.randn(64), 1: torch.randn(32)}, tiny_model)
+    bad = torch.randn(64)
+    bad[3] = float("inf")
+    with pytest.raises(ValueError, match="layer 0: vector has 1 non-finite"):
+        validate_direction({0: bad}, tiny_model)
+    with pytest.raises(ValueError, match="layer 0: vector is zero"):
+        validate_direction({0: torch.zeros(64)}, tiny_model)
+    with pytest.raises(ValueError, match="non-empty"):
+        validate_direction({}, tiny_model)

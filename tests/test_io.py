@@ -1,0 +1,142 @@
+"""Tests for axes_lib.io: atomic writes, JSON/JSONL records, safetensors tensors, manifests."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from axes_lib import io
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "out.txt"
+    io.atomic_write_text(target, "first")
+    io.atomic_write_text(target, "second")
+    io.atomic_write_bytes(tmp_path / "b.bin", b"\x00\x01")
+    assert target.read_text() == "second"
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
+    assert _leftovers(target.parent) == [] and _leftovers(tmp_path) == []
+
+
+def test_atomic_write_failure_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "out.json"
+    io.write_json(target, {"v": 1})
+
+    def boom(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        io.write_json(target, {"v": 2})
+    monkeypatch.undo()
+    assert io.read_json(target) == {"v": 1}
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_write_respects_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = io.atomic_write_text(tmp_path / "x.txt", "x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_json_round_trip_with_numpy_and_torch(tmp_path: Path) -> None:
+    obj = {"b": 1, "a": [1.5, "x"], "np": np.arange(3), "scalar": np.float32(2.5), "t": torch.tensor([1.0, 2.0])}
+    io.write_json(tmp_path / "o.json", obj)
+    text = (tmp_path / "o.json").read_text()
+    assert text.index('"b"') < text.index('"a"')  # keys keep their order
+    assert "\n  " in text  # indented
+    assert io.read_json(tmp_path / "o.json") == {"b": 1, "a": [1.5, "x"], "np": [0, 1, 2], "scalar": 2.5, "t": [1.0, 2.0]}
+
+
+def test_write_json_rejects_unknown_objects(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        io.write_json(tmp_path / "o.json", {"x": object()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_jsonl_append_and_read(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    assert io.append_jsonl(path, [{"i": 0}, {"i": 1}]) == 2
+    io.append_jsonl(path, {"i": 2, "text": "café"})
+    assert io.read_jsonl(path) == [{"i": 0}, {"i": 1}, {"i": 2, "text": "café"}]
+
+
+def test_read_jsonl_drops_truncated_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    io.append_jsonl(path, [{"i": 0}, {"i": 1}])
+    with open(path, "a") as fh:
+        fh.write('{"i": 2, "te')  # an interrupted append
+    with pytest.warns(UserWarning, match="truncated last line"):
+        assert io.read_jsonl(path) == [{"i": 0}, {"i": 1}]
+    # A resumed run appends after repairing the tail: the partial record is dropped, the new one is whole.
+    with pytest.warns(UserWarning, match="truncated last line"):
+        io.append_jsonl(path, {"i": 2})
+    assert io.read_jsonl(path) == [{"i": 0}, {"i": 1}, {"i": 2}]
+
+
+def test_append_jsonl_terminates_a_complete_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"i": 0}')  # valid, but no trailing newline
+    io.append_jsonl(path, {"i": 1})
+    assert io.read_jsonl(path) == [{"i": 0}, {"i": 1}]
+
+
+def test_read_jsonl_rejects_corrupt_middle_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"i": 0}\n{"i": \n{"i": 2}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        io.read_jsonl(path)
+
+
+def test_tensors_round_trip_with_shared_storage(tmp_path: Path) -> None:
+    base = torch.randn(3, 4)
+    tensors = {"row0": base[0], "row1": base[1], "ints": torch.arange(5)}
+    io.save_tensors(tmp_path / "t.safetensors", tensors, {"model": "tiny"})
+    loaded, meta = io.load_tensors(tmp_path / "t.safetensors")
+    assert meta == {"model": "tiny"}
+    assert set(loaded) == set(tensors)
+    for name, tensor in tensors.items():
+        assert torch.equal(loaded[name], tensor)
+    assert _leftovers(tmp_path) == []
+
+
+def test_save_tensors_rejects_non_string_metadata(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'n' has a int value"):
+        io.save_tensors(tmp_path / "t.safetensors", {"x": torch.zeros(2)}, {"n": 3})  # type: ignore[dict-item]
+
+
+def test_load_tensors_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no tensor file"):
+        io.load_tensors(tmp_path / "missing.safetensors")
+
+
+def test_code_version_names_git_and_sources() -> None:
+    version = io.code_version()
+    assert re.search(r"src:[0-9a-f]{12}$", version)
+    assert version == io.code_version()  # stable between calls
+
+
+def test_write_manifest(tmp_path: Path) -> None:
+    io.write_manifest(tmp_path / "m.json", {"model": "smollm2", "n": 3}, 1.23456, outputs=["a.safetensors"])
+    manifest = io.read_json(tmp_path / "m.json")
+    assert manifest["params"] == {"model": "smollm2", "n": 3}
+    assert manifest["seconds"] == pytest.approx(1.235)
+    assert manifest["code_version"] == io.code_version()
+    assert manifest["outputs"] == ["a.safetensors"]
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$", manifest["created"])
+    with pytest.raises(ValueError, match="clash"):
+        io.write_manifest(tmp_path / "m2.json", {}, 0.0, created="yesterday")
+    json.loads((tmp_path / "m.json").read_text())
