@@ -1,0 +1,148 @@
+# LLM Personality Axes — two commands for a new user:
+#   make book   set-up, execute the notebooks with papermill, build the book into _build/html
+#   make test   set-up, run the tests, then a smoke build of the book
+#
+# Options:
+#   PARAMS=params/default.yaml   parameters file handed to every notebook (papermill -f)
+#   FORCE=1                      re-execute notebooks even when up to date (also exports AXES_FORCE=1)
+#   PYTHON=python3.11            interpreter used to create .venv
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+# One step at a time, in the order written (pip, papermill and the book build share files).
+.NOTPARALLEL:
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+
+PARAMS ?= params/default.yaml
+FORCE  ?=
+
+# The install stamp is named after requirements.txt's hash: a changed pin reinstalls, an unchanged
+# one installs nothing (content, not mtime, decides). It lives inside .venv so deleting .venv also
+# forgets it.
+SHA256   := $(shell command -v sha256sum >/dev/null 2>&1 && echo sha256sum || echo 'shasum -a 256')
+REQ_HASH := $(shell $(SHA256) < requirements.txt | cut -c1-16)
+STAMP    := $(VENV)/.stamp-$(REQ_HASH)
+PIP_FLAGS := $(if $(CI),--progress-bar off,)
+
+# Kernels, matplotlib and Jupyter settings for everything run from here.
+# JUPYTER_PATH puts the venv's "python3" kernelspec ahead of any user-level one, so papermill's
+# `-k python3` always runs the venv's interpreter.
+export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
+export JUPYTER_PLATFORM_DIRS := 1
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+export AXES_FORCE := $(if $(FORCE),1,)
+
+JB_FLAGS := --warningiserror --keep-going --all
+
+.PHONY: help setup test test-lib test-notebooks book-smoke book html notebooks bench clean distclean
+
+help:
+	@echo "make book    set-up, run the notebooks, build the book into _build/html (PARAMS=..., FORCE=1)"
+	@echo "make test    set-up, run pytest, then a smoke build of the book"
+	@echo "make bench   set-up, run the benchmarks (benchmarks/run.py)"
+	@echo "make clean   remove build outputs (_build, .stamps, caches); 'make distclean' also removes .venv"
+
+# --------------------------------------------------------------------------------------------------
+# Set-up: a virtual environment with the pinned requirements, installed once per requirements hash.
+setup: $(STAMP)
+
+$(STAMP):
+	@if [ ! -x $(PY) ]; then \
+	  echo ">> creating $(VENV) with $$($(PYTHON) --version)"; \
+	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+	    echo ">> warning: requirements.txt is pinned for Python 3.11; set PYTHON=python3.11 if this install fails"; \
+	  $(PYTHON) -m venv $(VENV); \
+	  $(PY) -m pip install $(PIP_FLAGS) --upgrade pip || echo ">> warning: could not upgrade pip; going on with $$($(PY) -m pip --version)"; \
+	fi
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt
+	@# The repository root on the venv's path: `import axes_lib` works from notebooks, Jupyter, pytest.
+	$(PY) -c "import sysconfig,pathlib;pathlib.Path(sysconfig.get_paths()['purelib'],'axes_lib_repo.pth').write_text('$(CURDIR)\n')"
+	@# A kernelspec named python3 inside the venv whose argv is this venv's interpreter.
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (LLM Personality Axes)"
+	@rm -f $(VENV)/.stamp-*
+	@touch $@
+	@echo ">> set-up done ($(STAMP))"
+
+# --------------------------------------------------------------------------------------------------
+# Tests: library tests, then notebook smoke runs, then a smoke build of the book.
+test: test-lib test-notebooks book-smoke
+
+# pytest's output is kept in _build/pytest.log (.ci/run repeats its closing line last).
+# pytest's exit code 5 ("no tests collected") is tolerated only while tests/ holds no test file.
+test-lib: $(STAMP)
+	@mkdir -p _build; rc=0; $(PY) -m pytest -q tests 2>&1 | tee _build/pytest.log || rc=$$?; \
+	if [ $$rc -eq 5 ] && [ -z "$$(find tests -name 'test_*.py' -o -name '*_test.py' | head -1)" ]; then \
+	  echo ">> no tests in tests/ yet"; \
+	else exit $$rc; fi
+
+# Placeholder: smoke runs of the notebooks (tiny parameters) come here.
+test-notebooks: $(STAMP)
+
+book-smoke: $(STAMP)
+	rm -rf _build/smoke
+	$(BIN)/jupyter-book build . --path-output _build/smoke $(JB_FLAGS)
+	@test -f _build/smoke/_build/html/index.html
+	@echo ">> smoke book: _build/smoke/_build/html/index.html"
+
+# --------------------------------------------------------------------------------------------------
+# The book: papermill executes each notebook into book/, then jupyter-book renders book/.
+#
+# NOTEBOOKS lists the jupytext sources to execute, in order; empty until the pipeline lands, e.g.
+#   NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
+NOTEBOOKS :=
+EXECUTED  := $(patsubst notebooks/%.py,book/%.ipynb,$(NOTEBOOKS))
+
+# PARAMS given on the command line must exist; the default file is used when present.
+ifeq ($(origin PARAMS),command line)
+ifeq ($(wildcard $(PARAMS)),)
+$(error PARAMS=$(PARAMS) not found: pass an existing YAML file, e.g. PARAMS=params/default.yaml)
+endif
+endif
+PAPERMILL_PARAMS := $(if $(wildcard $(PARAMS)),-f $(PARAMS),)
+
+# .stamps/params changes only when the parameters file's path or content changes, so a new PARAMS
+# re-executes the notebooks even when its mtime is old.
+PARAMS_STAMP := .stamps/params
+$(PARAMS_STAMP): .FORCE
+	@mkdir -p $(@D)
+	@new="$(PARAMS) $$(if [ -f '$(PARAMS)' ]; then $(SHA256) < '$(PARAMS)' | cut -c1-64; fi)"; \
+	if [ ! -f $@ ] || [ "$$(cat $@)" != "$$new" ]; then echo "$$new" > $@; fi
+
+.PHONY: .FORCE
+.FORCE:
+
+notebooks: $(EXECUTED)
+
+book/%.ipynb: notebooks/%.py $(PARAMS_STAMP) $(STAMP) $(wildcard axes_lib/*.py) $(if $(FORCE),.FORCE,)
+	$(BIN)/jupytext --to ipynb --set-kernel python3 --output notebooks/$*.ipynb $<
+	$(BIN)/papermill -k python3 $(PAPERMILL_PARAMS) notebooks/$*.ipynb book/.$*.tmp.ipynb
+	mv book/.$*.tmp.ipynb $@
+
+book: html
+
+# Renders book/ as it is after the notebooks have run.
+html: $(STAMP) $(EXECUTED)
+	$(BIN)/jupyter-book build . $(JB_FLAGS)
+	@test -f _build/html/index.html
+	@echo ">> book: $(CURDIR)/_build/html/index.html"
+
+# --------------------------------------------------------------------------------------------------
+bench: $(STAMP)
+	@if [ -f benchmarks/run.py ]; then $(PY) -m benchmarks.run; \
+	else echo ">> no benchmarks yet (benchmarks/run.py is missing)"; fi
+
+clean:
+	rm -rf _build .stamps .pytest_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
+	rm -f book/.*.tmp.ipynb
+
+distclean: clean
+	rm -rf $(VENV)
