@@ -134,8 +134,9 @@ def test_early_stop_skips_later_layers(smollm2):
 
 def test_hooks_removed(smollm2):
     model, tokenizer = smollm2
+    before = [dict(layer._forward_hooks) for layer in model.model.layers]
     extract(model, tokenizer, _prompts(tokenizer)[:2], progress=False)
-    assert all(not layer._forward_hooks for layer in model.model.layers)
+    assert [dict(layer._forward_hooks) for layer in model.model.layers] == before
 
 
 @pytest.mark.parametrize(
