@@ -1,0 +1,232 @@
+"""Interventions along a direction: additive steering and activation capping, as forward hooks.
+
+The intervention is data (mode, layers, per-layer strength); one context manager installs it on the
+decoder layers and removes it on exit. It acts on every position — prompt and generated tokens alike
+— so it works unchanged with batched generation and the KV cache.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from axes_lib.directions import unit, validate_direction
+from axes_lib.models import decoder_layers
+
+Mode = Literal["add", "cap"]
+MODES: tuple[str, ...] = ("add", "cap")
+
+
+def _unit_vector(u: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    u = u.to(device=like.device, dtype=torch.float32)
+    norm = u.norm()
+    if not norm > 0:
+        raise ValueError("direction is the zero vector: it has no unit direction")
+    return (u / norm).to(like.dtype)
+
+
+def apply_add(h: torch.Tensor, u: torch.Tensor, scale: float) -> torch.Tensor:
+    """`h + scale * u/|u|` at every position."""
+    return h + scale * _unit_vector(u, h)
+
+
+def apply_cap(h: torch.Tensor, u: torch.Tensor, tau: float) -> torch.Tensor:
+    """Lift positions whose projection `p = h·u` is below `tau` onto `p = tau`; others are returned bitwise unchanged."""
+    return _cap(h, _unit_vector(u, h), tau)[0]
+
+
+def _cap(h: torch.Tensor, u: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Capped states, the mask of positions that were lifted, and the correction `tau - p` there."""
+    p = (h.float() @ u.float()).unsqueeze(-1)
+    below = p < tau
+    correction = torch.where(below, tau - p, torch.zeros_like(p))
+    return torch.where(below, h + correction.to(h.dtype) * u, h), below.squeeze(-1), correction.squeeze(-1)
+
+
+def check_strength(value: float, name: str) -> float:
+    """A scale or threshold must be a finite, non-negative number."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value} (to steer away from the assistant, negate the direction)")
+    return value
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """What to do where: `mode` on `layers`, with a per-layer scale (add) or threshold (cap)."""
+
+    mode: Mode
+    strength: dict[int, float]
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.strength)
+
+
+def make_intervention(
+    mode: str,
+    layers: Sequence[int],
+    scale: float | Mapping[int, float] | None = None,
+    threshold: float | Mapping[int, float] | None = None,
+) -> Intervention:
+    """Validate and normalise the arguments of an intervention (before any model work)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: use 'add' (additive steering) or 'cap' (activation capping)")
+    layers = [int(layer) for layer in layers]
+    if not layers:
+        raise ValueError("layers is empty: give at least one layer to intervene on")
+    value, name = (scale, "scale") if mode == "add" else (threshold, "threshold")
+    if value is None:
+        raise ValueError(f"mode {mode!r} needs a {name}")
+    if isinstance(value, Mapping):
+        missing = [layer for layer in layers if layer not in value]
+        if missing:
+            raise ValueError(f"{name} has no value for layers {missing}")
+        return Intervention(mode, {layer: check_strength(value[layer], f"{name} at layer {layer}") for layer in layers})  # type: ignore[arg-type]
+    return Intervention(mode, {layer: check_strength(value, name) for layer in layers})  # type: ignore[arg-type]
+
+
+@dataclass
+class SteeringStats:
+    """Per-layer counts while an intervention is active (padding excluded where a mask is known)."""
+
+    positions: dict[int, int] = field(default_factory=dict)
+    fired: dict[int, int] = field(default_factory=dict)
+    correction_sum: dict[int, float] = field(default_factory=dict)
+
+    def fraction_fired(self) -> dict[int, float]:
+        return {k: self.fired[k] / n if n else 0.0 for k, n in self.positions.items()}
+
+    def mean_correction(self) -> dict[int, float]:
+        """Mean size `tau - p` of the corrections applied, over the positions where the cap fired."""
+        return {k: self.correction_sum[k] / f if (f := self.fired[k]) else 0.0 for k in self.positions}
+
+    def summary(self) -> dict[str, dict[int, float]]:
+        return {"fraction_fired": self.fraction_fired(), "mean_correction": self.mean_correction()}
+
+
+class _Tally:
+    """Device-side running sums, read out once at exit (no host sync inside the hooks)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[int, torch.Tensor] = {}
+
+    def add(self, layer: int, valid: torch.Tensor, fired: torch.Tensor, correction: torch.Tensor) -> None:
+        row = torch.stack([valid.sum(), (fired & valid).sum(), (correction * valid).sum()]).double()
+        self.sums[layer] = self.sums[layer] + row if layer in self.sums else row
+
+    def into(self, stats: SteeringStats) -> None:
+        for layer, row in self.sums.items():
+            n, fired, corr = row.tolist()
+            stats.positions[layer] = stats.positions.get(layer, 0) + int(n)
+            stats.fired[layer] = stats.fired.get(layer, 0) + int(fired)
+            stats.correction_sum[layer] = stats.correction_sum.get(layer, 0.0) + corr
+
+
+@contextmanager
+def steering(
+    model: Any,
+    direction: Mapping[int, torch.Tensor] | torch.Tensor,
+    layers: Sequence[int] | None = None,
+    mode: str = "cap",
+    scale: float | Mapping[int, float] | None = None,
+    threshold: float | Mapping[int, float] | None = None,
+) -> Iterator[SteeringStats]:
+    """Install an intervention as forward hooks on `layers` for the duration of the block.
+
+    `direction` is a layer -> vector dict (or one vector used at every layer); it is normalised per layer.
+    Yields a `SteeringStats` filled in when the block exits. Hooks are removed on exit, also on error.
+    Nested blocks compose: the inner intervention acts on the outer one's output.
+    """
+    if isinstance(direction, torch.Tensor):
+        if layers is None:
+            raise ValueError("a single direction vector needs explicit layers")
+        direction = {int(layer): direction for layer in layers}
+    layers = sorted(direction) if layers is None else list(layers)
+    intervention = make_intervention(mode, layers, scale=scale, threshold=threshold)
+    missing = [layer for layer in intervention.layers if layer not in direction]
+    if missing:
+        raise ValueError(f"direction has no vector for layers {missing}; it covers {sorted(direction)}")
+    chosen = {layer: direction[layer] for layer in intervention.layers}
+    validate_direction(chosen, model)
+    blocks = decoder_layers(model)
+    device = next(model.parameters()).device
+    units = {layer: vec.to(device) for layer, vec in unit(chosen).items()}
+    tally = _Tally()
+    state: dict[str, torch.Tensor | None] = {"mask": None}
+
+    def grab_mask(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        state["mask"] = kwargs.get("attention_mask")
+
+    def make_hook(layer: int) -> Any:
+        strength = intervention.strength[layer]
+
+        def hook(module: Any, args: Any, output: Any) -> Any:
+            hidden = output[0] if isinstance(output, tuple) else output
+            u = units[layer].to(hidden.dtype)
+            valid = _valid_positions(state["mask"], hidden)
+            if intervention.mode == "add":
+                new = hidden + strength * u
+                tally.add(layer, valid, valid, torch.full_like(valid, strength, dtype=torch.float32))
+            else:
+                new, fired, correction = _cap(hidden, u, strength)
+                tally.add(layer, valid, fired, correction)
+            return (new, *output[1:]) if isinstance(output, tuple) else new
+
+        return hook
+
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    handles = [base.register_forward_pre_hook(grab_mask, with_kwargs=True)]
+    stats = SteeringStats()
+    try:
+        for layer in intervention.layers:
+            handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
+        yield stats
+    finally:
+        for handle in handles:
+            handle.remove()
+        tally.into(stats)
+
+
+def _valid_positions(mask: torch.Tensor | None, hidden: torch.Tensor) -> torch.Tensor:
+    """Boolean `[batch, seq]` of real (non-padding) positions of the current forward."""
+    batch, seq = hidden.shape[:2]
+    if mask is None or mask.ndim != 2 or mask.shape[0] != batch or mask.shape[1] < seq:
+        return torch.ones(batch, seq, dtype=torch.bool, device=hidden.device)
+    return mask[:, -seq:].to(device=hidden.device, dtype=torch.bool)
+
+
+def projection_sd(acts: torch.Tensor, direction: Mapping[int, torch.Tensor], layers: Sequence[int]) -> dict[int, float]:
+    """Standard deviation of the projections on the unit direction per layer (columns of `acts` labelled by `layers`)."""
+    units = unit(direction)
+    return {layer: float((acts[:, col].double() @ units[layer].double()).std()) for col, layer in enumerate(layers)}
+
+
+def percentile_thresholds(
+    acts: torch.Tensor, direction: Mapping[int, torch.Tensor], layers: Sequence[int], band: Sequence[int], q: float = 25.0
+) -> dict[int, float]:
+    """Capping thresholds: the q-th percentile of the projections of (assistant, train) activations, per layer of `band`.
+
+    `acts` columns are labelled by `layers`; Anthropic's paper caps at the 25th percentile over a band of layers.
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be in [0, 100], got {q}")
+    units = unit(direction)
+    column = {layer: col for col, layer in enumerate(layers)}
+    missing = [layer for layer in band if layer not in column or layer not in units]
+    if missing:
+        raise ValueError(f"no activations or direction for band layers {missing}")
+    return {
+        layer: float(torch.quantile(acts[:, column[layer]].double() @ units[layer].double(), q / 100))
+        for layer in band
+    }
