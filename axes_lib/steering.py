@@ -48,15 +48,19 @@ def _cap(h: torch.Tensor, u: torch.Tensor, tau: float) -> tuple[torch.Tensor, to
     return torch.where(below, h + correction.to(h.dtype) * u, h), below.squeeze(-1), correction.squeeze(-1)
 
 
-def check_strength(value: float, name: str) -> float:
-    """A scale or threshold must be a finite, non-negative number."""
+def check_strength(value: float, name: str, allow_negative: bool = False) -> float:
+    """A scale must be a finite number >= 0; a threshold any finite number.
+
+    A threshold is a position on an axis whose origin is arbitrary (the residual stream is not centred),
+    so a negative one is legitimate; a negative scale would steer away from the assistant.
+    """
     try:
         value = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
-    if value < 0:
+    if value < 0 and not allow_negative:
         raise ValueError(f"{name} must be >= 0, got {value} (to steer away from the assistant, negate the direction)")
     return value
 
@@ -92,8 +96,14 @@ def make_intervention(
         missing = [layer for layer in layers if layer not in value]
         if missing:
             raise ValueError(f"{name} has no value for layers {missing}")
-        return Intervention(mode, {layer: check_strength(value[layer], f"{name} at layer {layer}") for layer in layers})  # type: ignore[arg-type]
-    return Intervention(mode, {layer: check_strength(value, name) for layer in layers})  # type: ignore[arg-type]
+        checked = {
+            layer: check_strength(value[layer], f"{name} at layer {layer}", allow_negative=mode == "cap")
+            for layer in layers
+        }
+    else:
+        one = check_strength(value, name, allow_negative=mode == "cap")
+        checked = dict.fromkeys(layers, one)
+    return Intervention(mode, checked)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -1,0 +1,82 @@
+"""Batched generation and CappedModel: order-independence, determinism, bad input before work starts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from axes_lib.capped import CappedModel
+from axes_lib.directions import save_direction
+from axes_lib.generation import generate
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from axes_lib.models import load_model
+
+    return load_model(str(tiny_model_dir("llama")))
+
+
+PROMPTS = ["a b c d e f", "g h", "i j k", "l m n o p q r s t", "u"]
+
+
+def _one_at_a_time(model, tokenizer, prompts, **kw):
+    return [generate(model, tokenizer, [p], **kw)[0] for p in prompts]
+
+
+def test_batched_equals_unbatched_and_keeps_order(tiny):
+    model, tokenizer = tiny
+    batched = generate(model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=3)
+    assert batched == _one_at_a_time(model, tokenizer, PROMPTS, max_new_tokens=6)
+    assert generate(model, tokenizer, PROMPTS[::-1], max_new_tokens=6, batch_size=2) == batched[::-1]
+
+
+@pytest.mark.parametrize("prompts, message", [([], "no prompts"), (["ok", ""], "prompt 1 is empty")])
+def test_generate_rejects(tiny, prompts, message):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match=message):
+        generate(model, tokenizer, prompts)
+
+
+def test_capped_model_cap_and_add(tiny):
+    model, tokenizer = tiny
+    torch.manual_seed(0)
+    direction = {1: torch.randn(model.config.hidden_size), 2: torch.randn(model.config.hidden_size)}
+    plain = generate(model, tokenizer, PROMPTS, max_new_tokens=5)
+    # a threshold far below every projection never fires: capped output equals uncapped, bit for bit
+    never = CappedModel(model, tokenizer, direction, layers=[1, 2], mode="cap", threshold=-1e6)
+    assert never.generate(PROMPTS, max_new_tokens=5) == plain
+    assert never.last_stats.fraction_fired() == {1: 0.0, 2: 0.0}
+    assert never.generate_uncapped(PROMPTS[0], max_new_tokens=5) == plain[0]
+    # a huge additive scale changes the text
+    pushed = CappedModel(model, tokenizer, direction, layers=[1], mode="add", scale=100.0)
+    assert pushed.generate(PROMPTS, max_new_tokens=5) != plain
+    assert pushed.last_stats.fraction_fired() == {1: 1.0}
+
+
+def test_from_model_key_validates_before_loading(tmp_path, monkeypatch):
+    import axes_lib.capped as capped
+
+    def fail(*a, **k):
+        raise AssertionError("the model must not load for bad input")
+
+    monkeypatch.setattr(capped, "load_model", fail)
+    with pytest.raises(ValueError, match="unknown model key"):
+        CappedModel.from_model_key("no such model")
+    with pytest.raises(FileNotFoundError, match="no direction file"):
+        CappedModel.from_model_key("smollm2", direction=tmp_path / "missing.safetensors")
+    path = save_direction(tmp_path / "d.safetensors", {3: torch.ones(8)})
+    with pytest.raises(ValueError, match="threshold must be finite"):
+        CappedModel.from_model_key("smollm2", direction=path, layers=[3], threshold=float("nan"))
+    with pytest.raises(ValueError, match="scale must be >= 0"):
+        CappedModel.from_model_key("smollm2", direction=path, layers=[3], mode="add", scale=-2)
+    with pytest.raises(FileNotFoundError, match="no evaluation"):
+        CappedModel.from_model_key("smollm2", direction=path, evaluation=tmp_path / "none.json")
+
+
+def test_capped_model_rejects_misfit_direction(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="hidden_size"):
+        CappedModel(model, tokenizer, {1: torch.randn(5)}, layers=[1], threshold=1.0)
+    with pytest.raises(ValueError, match="out of range"):
+        CappedModel(model, tokenizer, {1: torch.randn(model.config.hidden_size)}, layers=[7], threshold=1.0)
