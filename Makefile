@@ -95,10 +95,15 @@ book-smoke: $(STAMP)
 # --------------------------------------------------------------------------------------------------
 # The book: papermill executes each notebook into book/, then jupyter-book renders book/.
 #
-# NOTEBOOKS lists the jupytext sources to execute, in order; empty until the pipeline lands, e.g.
-#   NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
-NOTEBOOKS :=
+# NOTEBOOKS lists the jupytext sources to execute, in order. Each executed notebook depends on its
+# source, the parameters, the library code and the previous step's executed notebook (whose run wrote
+# the artifacts this one reads), so an unchanged step is not recomputed and a changed one reruns
+# everything downstream.
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 EXECUTED  := $(patsubst notebooks/%.py,book/%.ipynb,$(NOTEBOOKS))
+LIBRARY   := $(wildcard axes_lib/*.py axes_lib/data/*)
+# "book/02_x.ipynb:book/01_y.ipynb" and so on: each step after the one before it.
+$(foreach rule,$(join $(wordlist 2,99,$(EXECUTED)),$(addprefix :,$(EXECUTED))),$(eval $(rule)))
 
 # PARAMS given on the command line must exist; the default file is used when present.
 ifeq ($(origin PARAMS),command line)
@@ -106,7 +111,7 @@ ifeq ($(wildcard $(PARAMS)),)
 $(error PARAMS=$(PARAMS) not found: pass an existing YAML file, e.g. PARAMS=params/default.yaml)
 endif
 endif
-PAPERMILL_PARAMS := $(if $(wildcard $(PARAMS)),-f $(PARAMS),)
+PAPERMILL_PARAMS := $(if $(wildcard $(PARAMS)),-f $(PARAMS),) $(if $(FORCE),-p resume False,)
 
 # .stamps/params changes only when the parameters file's path or content changes, so a new PARAMS
 # re-executes the notebooks even when its mtime is old.
@@ -121,7 +126,7 @@ $(PARAMS_STAMP): .FORCE
 
 notebooks: $(EXECUTED)
 
-book/%.ipynb: notebooks/%.py $(PARAMS_STAMP) $(STAMP) $(wildcard axes_lib/*.py) $(if $(FORCE),.FORCE,)
+book/%.ipynb: notebooks/%.py $(PARAMS_STAMP) $(STAMP) $(LIBRARY) $(if $(FORCE),.FORCE,)
 	$(BIN)/jupytext --to ipynb --set-kernel python3 --output notebooks/$*.ipynb $<
 	$(BIN)/papermill -k python3 $(PAPERMILL_PARAMS) notebooks/$*.ipynb book/.$*.tmp.ipynb
 	mv book/.$*.tmp.ipynb $@

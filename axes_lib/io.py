@@ -218,3 +218,25 @@ def write_manifest(path: PathLike, params: Mapping[str, Any], seconds: float, **
         raise ValueError(f"extra manifest fields {sorted(clash)} clash with the standard ones {sorted(manifest)}: rename them")
     manifest.update(extra)
     return write_json(path, manifest)
+
+
+def claim_artifacts(manifest_path: PathLike, params: Mapping[str, Any], overwrite: bool = False) -> bool:
+    """Refuse to mix artifacts of different parameters under one name; True when earlier work can be reused.
+
+    If a manifest exists beside the artifacts and its parameters differ from `params`, raise unless
+    `overwrite` (then the caller starts afresh); nothing is ever silently replaced by another run's output.
+    """
+    path = Path(manifest_path)
+    if not path.is_file():
+        return False
+    old = read_json(path).get("params", {})
+    new = json.loads(json.dumps(dict(params), default=_json_default))
+    if old == new:
+        return True
+    if overwrite:
+        return False
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    raise ValueError(
+        f"{path} was made with other parameters (differ: {changed}); pass overwrite=True to replace those "
+        "artifacts, or write to another artifacts_dir"
+    )

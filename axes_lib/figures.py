@@ -1,0 +1,132 @@
+"""Figures of the book. Each function takes computed results and returns a matplotlib Figure.
+
+Figures are built without pyplot's global state, so a notebook shows each one once (as the cell's value)
+and nothing leaks between calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from axes_lib.io import atomic_write_bytes
+
+METHOD_LABEL = {"last_token": "last-token", "response_mean": "response-mean"}
+METHOD_COLOR = {"last_token": "#1f77b4", "response_mean": "#d62728"}
+
+
+def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Write a figure as PNG atomically."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def norm_by_layer(acts: Mapping[str, torch.Tensor]) -> Figure:
+    fig = Figure(figsize=(6, 3.2), layout="constrained")
+    ax = fig.subplots()
+    for method, a in acts.items():
+        ax.plot(a.norm(dim=-1).mean(0).numpy(), label=METHOD_LABEL.get(method, method), color=METHOD_COLOR.get(method))
+    ax.set(xlabel="layer", ylabel="mean ‖h‖", yscale="log", title="Residual-stream norm by layer")
+    ax.legend()
+    return fig
+
+
+def direction_overview(directions: Mapping[str, Mapping[int, torch.Tensor]]) -> tuple[Figure, dict[int, float]]:
+    """Norm of each method's direction per layer, and the cosine between the methods' directions."""
+    fig = Figure(figsize=(10, 3.2), layout="constrained")
+    (left, right) = fig.subplots(1, 2)
+    for method, d in directions.items():
+        layers = sorted(d)
+        left.plot(layers, [float(d[i].norm()) for i in layers], label=METHOD_LABEL.get(method, method),
+                  color=METHOD_COLOR.get(method))
+    left.set(xlabel="layer", ylabel="‖mean(assistant) − mean(other)‖", yscale="log", title="Direction norm")
+    left.legend()
+    cosines: dict[int, float] = {}
+    if len(directions) == 2:
+        a, b = directions.values()
+        cosines = {i: float(torch.nn.functional.cosine_similarity(a[i], b[i], dim=0)) for i in sorted(set(a) & set(b))}
+        right.plot(list(cosines), list(cosines.values()), color="k")
+        right.axhline(0, color="grey", lw=0.5)
+    right.set(xlabel="layer", ylabel="cosine", ylim=(-0.1, 1.0), title="last-token vs response-mean direction")
+    return fig, cosines
+
+
+def direction_discovery(evals: Mapping[str, Mapping[str, Any]], nulls: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Holdout Cohen's d with bootstrap CI per layer for each method, against the shuffled-label null."""
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.subplots()
+    for method, ev in evals.items():
+        layers, test = ev["layers"], ev["test"]
+        color = METHOD_COLOR.get(method)
+        ax.plot(layers, test["cohens_d"], marker="o", ms=3, color=color, label=f"{METHOD_LABEL.get(method, method)} (holdout)")
+        ax.fill_between(layers, test["cohens_d_low"], test["cohens_d_high"], color=color, alpha=0.2)
+        ax.axvline(ev["best_layer"], color=color, ls=":", lw=1)
+        if method in nulls:
+            ax.plot(nulls[method]["layers"], nulls[method]["cohens_d_q95"], color=color, ls="--", lw=1,
+                    label=f"{METHOD_LABEL.get(method, method)}: shuffled-label null, 95th pct")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set(xlabel="layer", ylabel="Cohen's d (holdout)", title="Direction discovery: separation of held-out prompts")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def layer_comparison(evals: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Figure:
+    """Holdout accuracy per layer: split by query vs split by persona, for each method."""
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.subplots()
+    styles = {"query_split": "-", "persona_split": "--"}
+    for method, by_split in evals.items():
+        for split, ev in by_split.items():
+            ax.plot(ev["layers"], ev["test"]["balanced_accuracy"], ls=styles.get(split, "-"),
+                    color=METHOD_COLOR.get(method), label=f"{METHOD_LABEL.get(method, method)}, {split.replace('_', ' ')}")
+    ax.axhline(0.5, color="grey", lw=0.5)
+    ax.set(xlabel="layer", ylabel="balanced accuracy (holdout)", ylim=(0.4, 1.02),
+           title="Held-out queries vs held-out personas")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def projection_histograms(panels: Sequence[Mapping[str, Any]]) -> Figure:
+    """One panel per (method, layer): holdout projections by persona kind, with the train threshold."""
+    fig = Figure(figsize=(5 * len(panels), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        bins = np.histogram_bin_edges(np.concatenate([panel["assistant"], panel["other"]]), bins=30)
+        ax.hist(panel["other"], bins=bins, alpha=0.6, label="non-assistant personas", color="#ff7f0e")
+        ax.hist(panel["assistant"], bins=bins, alpha=0.6, label="assistant personas", color="#2ca02c")
+        ax.axvline(panel["threshold"], color="k", ls="--", lw=1, label="threshold (fitted on train)")
+        ax.set(xlabel="projection on the unit direction", ylabel="holdout prompts",
+               title=f"{METHOD_LABEL.get(panel['method'], panel['method'])}, layer {panel['layer']}")
+        ax.legend(fontsize=7)
+    return fig
+
+
+def strength_curves(
+    rows: Sequence[Mapping[str, Any]], x: str, ys: Sequence[str], xlabel: str, title: str,
+    sweet_spot: float | None = None, baseline: Mapping[str, float] | None = None,
+) -> Figure:
+    """Mean (with 95% CI band) of each score in `ys` against intervention strength `x`."""
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.subplots()
+    for key, color in zip(ys, ["#2ca02c", "#1f77b4", "#d62728", "#9467bd"]):
+        xs = [r[x] for r in rows]
+        mean = np.array([r[f"{key}_mean"] for r in rows])
+        low = np.array([r[f"{key}_low"] for r in rows])
+        high = np.array([r[f"{key}_high"] for r in rows])
+        ax.plot(xs, mean, marker="o", ms=3, color=color, label=key.replace("_", " "))
+        ax.fill_between(xs, low, high, color=color, alpha=0.2)
+        if baseline and key in baseline:
+            ax.axhline(baseline[key], color=color, ls=":", lw=1)
+    if sweet_spot is not None:
+        ax.axvline(sweet_spot, color="k", ls="--", lw=1, label="sweet spot")
+    ax.set(xlabel=xlabel, title=title)
+    ax.legend(fontsize=8)
+    return fig

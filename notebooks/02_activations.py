@@ -1,0 +1,95 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Step 2 — Activations
+#
+# For every contrastive prompt we read the residual stream after each decoder layer, two ways:
+#
+# * **last-token** — the final prompt token, the position just before the model starts answering;
+# * **response-mean** — the mean over the tokens of the generated response, in one teacher-forced pass
+#   over prompt + response (Anthropic's method).
+#
+# `axes_lib.activations.extract` does this with forward hooks in one batched pass per batch: no LM head,
+# the forward stops after the last requested layer, prompts are grouped by length, and each persona's
+# system prompt — shared by all of its queries — is computed once and its KV cache reused.
+
+# %% tags=["parameters"]
+model_key = "smollm2"
+layers = None  # None: every layer
+batch_size = 32
+artifacts_dir = "artifacts"
+
+# %%
+import json
+import time
+from pathlib import Path
+
+import torch
+from myst_nb import glue
+
+from axes_lib.activations import extract
+from axes_lib.io import read_jsonl, save_tensors, write_manifest
+from axes_lib.models import load_model
+from axes_lib.prompts import format_prompt, load_personas
+
+root = Path(artifacts_dir)
+responses_path = root / "responses" / f"{model_key}_responses.jsonl"
+if not responses_path.exists():
+    raise FileNotFoundError(f"{responses_path} is missing: run notebook 01 for model_key={model_key!r} first")
+responses = read_jsonl(responses_path)
+print(f"{len(responses)} responses from {responses_path}")
+
+# %%
+model, tokenizer = load_model(model_key)
+systems = {p.name: p.system for p in load_personas()}
+prompts = [format_prompt(systems[r["persona"]], r["query"], model_type=model_key, tokenizer=tokenizer) for r in responses]
+keep = [i for i, r in enumerate(responses) if r["response"].strip()]
+if len(keep) < len(responses):
+    print(f"skipping {len(responses) - len(keep)} empty responses for response-mean")
+
+layer_ids = list(range(model.config.num_hidden_layers)) if layers is None else list(layers)
+timings = {}
+acts = {}
+for method in ("last_token", "response_mean"):
+    idx = keep if method == "response_mean" else list(range(len(responses)))
+    start = time.perf_counter()
+    acts[method] = extract(model, tokenizer, [prompts[i] for i in idx], method=method,
+                           responses=[responses[i]["response"] for i in idx], layers=layers, batch_size=batch_size)
+    timings[method] = time.perf_counter() - start
+    rows = torch.tensor(idx)
+    save_tensors(root / "activations" / f"{model_key}_{method}.safetensors",
+                 {"acts": acts[method], "rows": rows},
+                 {"model": model_key, "method": method, "layers": json.dumps(layer_ids),
+                  "responses": str(responses_path)})
+    print(f"{method}: {tuple(acts[method].shape)} in {timings[method]:.1f} s "
+          f"({len(idx) / timings[method]:.1f} prompts/s)")
+
+# %%
+write_manifest(root / "activations" / f"{model_key}.manifest.json",
+               dict(model_key=model_key, layers=layers, batch_size=batch_size), seconds=sum(timings.values()),
+               shapes={m: list(a.shape) for m, a in acts.items()})
+for method, seconds in timings.items():
+    glue(f"extract_seconds_{method}", round(seconds, 1), display=False)
+    glue(f"extract_prompts_per_s_{method}", round(acts[method].shape[0] / seconds, 1), display=False)
+
+# %% [markdown]
+# ## The residual stream grows with depth
+#
+# Mean norm of the activations per layer. Later layers carry much larger vectors, which is why the
+# book reports separations in standard-deviation units (Cohen's d) rather than raw projections.
+
+# %%
+from axes_lib.figures import norm_by_layer
+
+norm_by_layer(acts)

@@ -1,0 +1,135 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Step 5 — Additive steering
+#
+# The simplest intervention: add `scale · u` (u the unit direction) to the residual stream at every
+# position, prompt and generated tokens alike. We sweep the scale on the **held-out queries** under
+# the six non-assistant personas and store every answer for the judge (step 7).
+#
+# Raw scales mean different things in different models (and at different depths), so the sweep also
+# runs scales in units of the standard deviation of the projections at the steered layer.
+
+# %% tags=["parameters"]
+model_key = "smollm2"
+method = "last_token"  # which direction to steer along
+layers = None  # None: the best layer found in step 4
+scales = [0, 2, 5, 10, 20, 50, 100, 200]  # in the model's units (the seed's range goes to 100+)
+sd_scales = [0.5, 1, 2, 4, 8]  # in units of the projection SD at each steered layer
+n_queries = None  # None: every held-out query
+max_new_tokens = 48
+batch_size = 32
+artifacts_dir = "artifacts"
+overwrite = False  # True: replace artifacts made with other parameters
+resume = True  # False: recompute from scratch (make book FORCE=1)
+
+# %%
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from myst_nb import glue
+
+from axes_lib.directions import load_direction
+from axes_lib.io import claim_artifacts, load_tensors, read_json, read_jsonl, write_manifest
+from axes_lib.models import load_model, model_name
+from axes_lib.prompts import contrastive_prompts, load_personas, load_queries
+from axes_lib.steering import projection_sd
+from axes_lib.sweeps import mean_ci, response_projection, sweep
+
+model_name(model_key)
+if any(s < 0 for s in [*scales, *sd_scales]):
+    raise ValueError(f"scales must be >= 0, got {scales} and {sd_scales}")
+started = time.perf_counter()
+root = Path(artifacts_dir)
+evaluation = read_json(root / "evaluations" / f"direction_eval_{model_key}_{method}.json")
+direction = load_direction(root / "directions" / f"{model_key}_{method}.safetensors")
+split = read_json(root / "evaluations" / f"{model_key}_split.json")
+layers = [evaluation["best_layer"]] if layers is None else list(layers)
+holdout = [q for q in load_queries() if q.id in set(split["holdout_queries"])][:n_queries]
+
+# The projection SD per steered layer, over all train prompts (the unit of `sd_scales`).
+tensors, meta = load_tensors(root / "activations" / f"{model_key}_{method}.safetensors")
+responses = read_jsonl(root / "responses" / f"{model_key}_responses.jsonl")
+train_rows = [j for j, r in enumerate(tensors["rows"].tolist()) if responses[r]["query_id"] in set(split["train_queries"])]
+all_layers = json.loads(meta["layers"])
+sd = projection_sd(tensors["acts"][train_rows][:, [all_layers.index(i) for i in layers]], direction, layers)
+print(f"steering layers {layers}; projection SD there: " + ", ".join(f"{k}: {v:.2f}" for k, v in sd.items()))
+
+settings = [{"label": f"add:{s:g}", "layers": layers if s else [], "strength": float(s), "scale": float(s),
+             "scale_sd": float(s / np.mean(list(sd.values()))), "unit": "raw"} for s in scales]
+settings += [{"label": f"add_sd:{k:g}", "layers": layers, "strength": {i: k * sd[i] for i in layers},
+              "scale": float(k * np.mean(list(sd.values()))), "scale_sd": float(k), "unit": "sd"} for k in sd_scales]
+
+# %%
+params = dict(model_key=model_key, method=method, layers=layers, scales=scales, sd_scales=sd_scales,
+              n_queries=n_queries, max_new_tokens=max_new_tokens)
+out_path = root / "responses" / f"{model_key}_additive.jsonl"
+manifest_path = out_path.with_suffix(".manifest.json")
+if not claim_artifacts(manifest_path, params, overwrite=overwrite) or not resume:
+    for path in (out_path, out_path.with_name(f"{model_key}_additive_assistant.jsonl")):
+        path.unlink(missing_ok=True)
+write_manifest(manifest_path, params, seconds=0.0, complete=False)
+
+model, tokenizer = load_model(model_key)
+personas = load_personas()
+records = [{**r, "id": f"{r['persona']}/{r['query_id']}"}
+           for r in contrastive_prompts(holdout, personas, model_type=model_key, tokenizer=tokenizer)]
+others = [r for r in records if r["kind"] != "assistant"]
+assistants = [r for r in records if r["kind"] == "assistant"]
+rows = sweep(model, tokenizer, others, direction, "add", settings, out_path, max_new_tokens, batch_size)
+reference = {"label": "assistant", "layers": [], "strength": 0.0, "scale": 0.0, "scale_sd": 0.0, "unit": "none"}
+rows += sweep(model, tokenizer, assistants, direction, "add", [reference],
+              out_path.with_name(f"{model_key}_additive_assistant.jsonl"), max_new_tokens, batch_size)
+print(f"{len(rows)} answers")
+
+# %% [markdown]
+# ## Does the text move along the axis?
+#
+# Before any judge: we feed each generated answer back through the **unsteered** model and project
+# its response-mean activations at the steered layers on the direction. This measures the words that
+# came out, not the intervention itself. The dotted line is where the assistant personas' answers sit.
+
+# %%
+prompt_of = {r["id"]: r["prompt"] for r in records}
+proj = response_projection(model, tokenizer, [prompt_of[r["id"]] for r in rows], [r["response"] for r in rows],
+                           direction, layers, batch_size=batch_size)
+for r, p in zip(rows, proj):
+    r["projection"] = float(p)
+frame = pd.DataFrame(rows)
+assistant_mean = frame.loc[frame.setting == "assistant", "projection"].mean()
+table = (frame[frame.setting != "assistant"].groupby(["unit", "scale", "scale_sd"], sort=True)["projection"]
+         .agg(["mean", "std", "count"]).reset_index())
+table["empty answers"] = frame[frame.setting != "assistant"].groupby(["unit", "scale", "scale_sd"], sort=True)[
+    "response"].apply(lambda s: int((s.str.strip() == "").sum())).values
+write_manifest(manifest_path, params, seconds=time.perf_counter() - started, complete=True,
+               n_answers=len(rows), projection_sd=sd, assistant_projection_mean=float(assistant_mean))
+glue("add_layers", ", ".join(map(str, layers)), display=False)
+glue("add_sd", round(float(np.mean(list(sd.values()))), 2), display=False)
+glue("add_assistant_projection", round(float(assistant_mean), 2), display=False)
+glue("add_n_prompts", len(others), display=False)
+print(f"assistant personas' answers: mean projection {assistant_mean:.2f}")
+table
+
+# %% [markdown]
+# ## What the answers look like
+#
+# One held-out query under one persona, at every raw scale.
+
+# %%
+example = frame[(frame.unit == "raw") & (frame.id == others[0]["id"])][["scale", "response"]]
+pd.set_option("display.max_colwidth", 200)
+example.set_index("scale")

@@ -1,0 +1,176 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Step 6 — Activation capping
+#
+# Capping intervenes only where it is needed: at each capped layer and position, with `p = h · u`,
+# if `p < τ` the state is lifted to `h + (τ − p) · u`; everywhere else it is left exactly as it was.
+# Thresholds are percentiles of the projections of the **assistant** personas' train prompts at each
+# layer (Anthropic's paper caps at the 25th percentile over a band at 70–90 % depth; the seed found
+# early-to-middle layers better at 3B). We sweep the percentile for three layer bands on the held-out
+# queries under the non-assistant personas, and check that capping leaves assistant answers alone.
+
+# %% tags=["parameters"]
+model_key = "smollm2"
+method = "last_token"
+percentiles = [10, 25, 50, 75, 90]
+bands = None  # None: {"best": the band of step 4, "early": ~25-40 % depth, "late": ~70-90 % depth}; or {name: [layers]}
+n_queries = None  # None: every held-out query
+max_new_tokens = 48
+batch_size = 32
+artifacts_dir = "artifacts"
+overwrite = False  # True: replace artifacts made with other parameters
+resume = True  # False: recompute from scratch (make book FORCE=1)
+
+# %%
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from myst_nb import glue
+
+from axes_lib.directions import load_direction
+from axes_lib.io import claim_artifacts, load_tensors, read_json, read_jsonl, write_json, write_manifest
+from axes_lib.models import load_model, model_name
+from axes_lib.prompts import contrastive_prompts, load_personas, load_queries
+from axes_lib.steering import percentile_thresholds
+from axes_lib.sweeps import response_projection, sweep
+
+model_name(model_key)
+if not percentiles or any(not 0 <= q <= 100 for q in percentiles):
+    raise ValueError(f"percentiles must lie in [0, 100], got {percentiles}")
+started = time.perf_counter()
+root = Path(artifacts_dir)
+evaluation = read_json(root / "evaluations" / f"direction_eval_{model_key}_{method}.json")
+direction = load_direction(root / "directions" / f"{model_key}_{method}.safetensors")
+split = read_json(root / "evaluations" / f"{model_key}_split.json")
+tensors, meta = load_tensors(root / "activations" / f"{model_key}_{method}.safetensors")
+all_layers = json.loads(meta["layers"])
+n_layers = len(all_layers)
+if bands is None:
+    width = len(evaluation["capping"]["layers"])
+    bands = {"best": evaluation["capping"]["layers"],
+             "early": list(range(round(0.25 * n_layers), round(0.25 * n_layers) + width)),
+             "late": list(range(round(0.7 * n_layers), round(0.7 * n_layers) + width))}
+for name, band in bands.items():
+    bad = [i for i in band if i not in all_layers]
+    if bad or not band:
+        raise ValueError(f"band {name!r}: layers {bad or band} not available (model has {n_layers} layers)")
+holdout = [q for q in load_queries() if q.id in set(split["holdout_queries"])][:n_queries]
+
+# Thresholds per band and percentile, from the assistant personas' train prompts (step 4's recipe).
+responses = read_jsonl(root / "responses" / f"{model_key}_responses.jsonl")
+rows_ = tensors["rows"].tolist()
+train_assistant = [j for j, r in enumerate(rows_) if responses[r]["kind"] == "assistant"
+                   and responses[r]["query_id"] in set(split["train_queries"])]
+settings = [{"label": "uncapped", "layers": [], "strength": 0.0, "band": "none", "percentile": None}]
+for name, band in bands.items():
+    for q in percentiles:
+        tau = percentile_thresholds(tensors["acts"][train_assistant], direction, all_layers, band, q=q)
+        settings.append({"label": f"cap:{name}:p{q:g}", "layers": band, "strength": tau, "band": name,
+                         "percentile": q, "thresholds": {str(k): v for k, v in tau.items()}})
+pd.DataFrame([{"band": n, "layers": ", ".join(map(str, b))} for n, b in bands.items()])
+
+# %%
+params = dict(model_key=model_key, method=method, percentiles=percentiles, bands=bands, n_queries=n_queries,
+              max_new_tokens=max_new_tokens)
+out_path = root / "responses" / f"{model_key}_capping.jsonl"
+manifest_path = out_path.with_suffix(".manifest.json")
+if not claim_artifacts(manifest_path, params, overwrite=overwrite) or not resume:
+    for path in (out_path, out_path.with_name(f"{model_key}_capping_assistant.jsonl")):
+        path.unlink(missing_ok=True)
+write_manifest(manifest_path, params, seconds=0.0, complete=False)
+
+model, tokenizer = load_model(model_key)
+records = [{**r, "id": f"{r['persona']}/{r['query_id']}"}
+           for r in contrastive_prompts(holdout, load_personas(), model_type=model_key, tokenizer=tokenizer)]
+others = [r for r in records if r["kind"] != "assistant"]
+assistants = [r for r in records if r["kind"] == "assistant"]
+rows = sweep(model, tokenizer, others, direction, "cap", settings, out_path, max_new_tokens, batch_size)
+# Assistant personas: uncapped, and capped with each band's 25th-percentile setting (should change little).
+check = [s for s in settings if s["layers"] == [] or s["percentile"] == 25]
+assistant_rows = sweep(model, tokenizer, assistants, direction, "cap", check,
+                       out_path.with_name(f"{model_key}_capping_assistant.jsonl"), max_new_tokens, batch_size)
+print(f"{len(rows)} persona answers, {len(assistant_rows)} assistant answers")
+
+# %% [markdown]
+# ## How far does capping move the answers towards the assistant?
+#
+# Each answer is fed back through the **unsteered** model and its response-mean projection is read at
+# the capped layers of the `best` band. *Movement* is the fraction of the way from the uncapped
+# persona answers' mean to the assistant personas' mean: 0 = no change, 1 = as assistant-like as
+# the assistant answers.
+
+# %%
+measure_layers = bands["best"] if "best" in bands else next(iter(bands.values()))
+prompt_of = {r["id"]: r["prompt"] for r in records}
+every = rows + assistant_rows
+proj = response_projection(model, tokenizer, [prompt_of[r["id"]] for r in every], [r["response"] for r in every],
+                           direction, measure_layers, batch_size=batch_size)
+for r, p in zip(every, proj):
+    r["projection"] = float(p)
+frame = pd.DataFrame(rows)
+assistant_frame = pd.DataFrame(assistant_rows)
+assistant_mean = assistant_frame.loc[assistant_frame.setting == "uncapped", "projection"].mean()
+uncapped_mean = frame.loc[frame.setting == "uncapped", "projection"].mean()
+
+
+def fired(stats, layers):
+    return float(np.mean([stats["fraction_fired"][str(i)] if str(i) in stats["fraction_fired"]
+                          else stats["fraction_fired"][i] for i in layers])) if stats else 0.0
+
+
+summary = frame.groupby("setting", sort=False).agg(band=("band", "first"), percentile=("percentile", "first"),
+                                                    projection=("projection", "mean")).reset_index()
+summary["movement"] = (summary["projection"] - uncapped_mean) / (assistant_mean - uncapped_mean)
+summary["fraction of positions capped"] = [
+    fired(frame[frame.setting == s]["stats"].iloc[0], frame[frame.setting == s]["layers"].iloc[0])
+    for s in summary["setting"]]
+best = summary[summary.band != "none"].sort_values("movement", ascending=False).iloc[0]
+default = summary[(summary.band == "best") & (summary.percentile == 25)] if "best" in bands else summary.iloc[[1]]
+glue("cap_uncapped_projection", round(float(uncapped_mean), 2), display=False)
+glue("cap_assistant_projection", round(float(assistant_mean), 2), display=False)
+glue("cap_best_setting", best["setting"], display=False)
+glue("cap_best_movement", f"{100 * best['movement']:.0f}", display=False)
+glue("cap_default_movement", f"{100 * float(default['movement'].iloc[0]):.0f}", display=False)
+glue("cap_measure_layers", ", ".join(map(str, measure_layers)), display=False)
+summary.round(3)
+
+# %% [markdown]
+# ## Assistant answers under the cap
+#
+# Capping should leave prompts that are already assistant-like (almost) unchanged: the share of
+# assistant-persona answers that come out word for word the same.
+
+# %%
+base = assistant_frame[assistant_frame.setting == "uncapped"].set_index("id")["response"]
+unchanged = {s: float((g.set_index("id")["response"] == base.reindex(g["id"]).values).mean())
+             for s, g in assistant_frame[assistant_frame.setting != "uncapped"].groupby("setting")}
+for s, v in unchanged.items():
+    glue(f"cap_assistant_unchanged_{s.split(':')[1]}", f"{100 * v:.0f}", display=False)
+write_json(root / "evaluations" / f"capping_{model_key}_{method}.json",
+           {"bands": bands, "uncapped_projection": uncapped_mean, "assistant_projection": assistant_mean,
+            "measure_layers": measure_layers, "summary": summary.to_dict(orient="records"),
+            "assistant_unchanged": unchanged})
+write_manifest(manifest_path, params, seconds=time.perf_counter() - started, complete=True, n_answers=len(every))
+pd.Series(unchanged, name="assistant answers unchanged").to_frame()
+
+# %% [markdown]
+# ## What the answers look like
+
+# %%
+pd.set_option("display.max_colwidth", 200)
+frame[frame.id == others[0]["id"]][["setting", "response"]].set_index("setting")
