@@ -134,6 +134,9 @@ def load_model(key: str = "smollm2", device: str | None = None, dtype: torch.dty
     multi_gpu = device == "cuda" and torch.cuda.device_count() > 1
     if multi_gpu:
         kwargs["device_map"] = "auto"
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-tensor bar for a 1-second load is noise in notebooks and logs
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)

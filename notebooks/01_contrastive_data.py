@@ -28,7 +28,7 @@ max_new_tokens = 64
 batch_size = 32
 artifacts_dir = "artifacts"
 overwrite = False  # True: replace artifacts made with other parameters
-resume = True  # False: recompute from scratch (make book FORCE=1)
+resume = True  # False: recompute from scratch (what make book FORCE 1 does)
 
 # %%
 import time

@@ -27,6 +27,7 @@ seed = 0
 artifacts_dir = "artifacts"
 
 # %%
+# NBVAL_CHECK_OUTPUT
 import json
 import time
 from pathlib import Path

@@ -39,6 +39,7 @@ capping_band = 5  # number of layers capped by default, centred on the best laye
 artifacts_dir = "artifacts"
 
 # %%
+# NBVAL_CHECK_OUTPUT
 import json
 import time
 from pathlib import Path

@@ -1,0 +1,202 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Step 8 — Steering demo
+#
+# See for yourself what the two interventions do to the answers. Pick a non-assistant persona and a
+# held-out query, choose **additive steering** (add `scale · u` at the best layer, with the scale in
+# units of the projection's standard deviation there) or **activation capping** (lift positions whose
+# projection is below the `q`-th percentile of the assistant personas' projections, on the capping
+# band of step 4), and move the slider. The steered answer is shown beside the unsteered one.
+#
+# The page you are reading has no Python kernel behind it, so the slider below moves over answers
+# generated **in advance** by this notebook: every persona × query × mode × strength, greedily, with
+# the same hooks as steps 5 and 6. The widget is plain HTML and JavaScript embedded in the page
+# (nothing is loaded from the network); the same widget is saved as a standalone file under
+# `artifacts/demo/`. In Jupyter, set `live = True` to get a live version that generates a new answer
+# for any strength you choose.
+
+# %% tags=["parameters"]
+model_key = "smollm2"
+method = "last_token"  # which direction to steer along
+personas = None  # None: the first three non-assistant personas; or a list of persona names
+n_queries = 3  # held-out queries, taken from different categories where possible
+add_scales_sd = [0, 1, 2, 4, 6, 8]  # additive scales, in units of the projection SD at the steered layer
+cap_percentiles = [None, 10, 25, 50, 75, 90]  # capping thresholds as percentiles; None = no cap
+max_new_tokens = 40
+batch_size = 32
+live = False  # True (in Jupyter, with a kernel): also show the live ipywidgets demo; keep False under papermill
+artifacts_dir = "artifacts"
+overwrite = False
+
+# %%
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import HTML, display
+from myst_nb import glue
+
+from axes_lib.demo import build_grid, live_demo, slider_html, slider_page
+from axes_lib.directions import load_direction
+from axes_lib.io import atomic_write_text, claim_artifacts, load_tensors, read_json, read_jsonl, write_json, write_manifest
+from axes_lib.models import load_model, model_name
+from axes_lib.prompts import load_personas, load_queries
+from axes_lib.steering import percentile_thresholds, projection_sd
+
+model_name(model_key)
+if any(s < 0 for s in add_scales_sd):
+    raise ValueError(f"add_scales_sd must be >= 0, got {add_scales_sd}")
+if any(q is not None and not 0 <= q <= 100 for q in cap_percentiles):
+    raise ValueError(f"cap_percentiles must be None or lie in [0, 100], got {cap_percentiles}")
+started = time.perf_counter()
+root = Path(artifacts_dir)
+evaluation = read_json(root / "evaluations" / f"direction_eval_{model_key}_{method}.json")
+direction = load_direction(root / "directions" / f"{model_key}_{method}.safetensors")
+split = read_json(root / "evaluations" / f"{model_key}_split.json")
+add_layers = [evaluation["best_layer"]]
+cap_layers = list(evaluation["capping"]["layers"])
+
+# Personas: the non-assistant ones (by default the first three).
+others = [p for p in load_personas() if p.kind != "assistant"]
+if personas is None:
+    chosen = others[:3]
+else:
+    by_name = {p.name: p for p in others}
+    unknown = [n for n in personas if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown non-assistant personas {unknown}; choose from {sorted(by_name)}")
+    chosen = [by_name[n] for n in personas]
+
+# Queries: held-out ones (never used to fit the direction), one category after another.
+holdout = [q for q in load_queries() if q.id in set(split["holdout_queries"])]
+by_category: dict[str, list] = {}
+for q in holdout:
+    by_category.setdefault(q.category, []).append(q)
+interleaved = [q for group in zip(*by_category.values()) for q in group]
+interleaved += [q for q in holdout if q not in interleaved]
+queries = interleaved[:n_queries]
+
+# Units: the projection SD at the steered layer (as in step 5) and capping thresholds at percentiles of
+# the assistant personas' train projections on the capping band (as in steps 4 and 6).
+tensors, meta = load_tensors(root / "activations" / f"{model_key}_{method}.safetensors")
+responses = read_jsonl(root / "responses" / f"{model_key}_responses.jsonl")
+all_layers = json.loads(meta["layers"])
+rows = tensors["rows"].tolist()
+train = set(split["train_queries"])
+train_rows = [j for j, r in enumerate(rows) if responses[r]["query_id"] in train]
+train_assistant = [j for j in train_rows if responses[rows[j]]["kind"] == "assistant"]
+sd = projection_sd(tensors["acts"][train_rows][:, [all_layers.index(i) for i in add_layers]], direction, add_layers)
+
+
+def cap_thresholds(q: float) -> dict[int, float]:
+    return percentile_thresholds(tensors["acts"][train_assistant], direction, all_layers, cap_layers, q=q)
+
+
+add_scales = [{i: k * sd[i] for i in add_layers} for k in add_scales_sd]
+cap_values = [None if q is None else cap_thresholds(q) for q in cap_percentiles]
+pd.DataFrame([
+    {"mode": "add", "layers": ", ".join(map(str, add_layers)),
+     "strengths": ", ".join(f"{k:g} SD" for k in add_scales_sd), "unit": f"1 SD = {sd[add_layers[0]]:.2f}"},
+    {"mode": "cap", "layers": ", ".join(map(str, cap_layers)),
+     "strengths": ", ".join("none" if q is None else f"p{q:g}" for q in cap_percentiles),
+     "unit": "percentile of assistant projections"},
+]).set_index("mode")
+
+# %% [markdown]
+# ## The answer grid
+#
+# Every combination is generated once, greedily, in batches: the unsteered answers, then each additive
+# scale and each capping threshold over all persona × query prompts. Scale 0 runs under the hooks as
+# well (adding zero changes nothing, so it reproduces the unsteered answer); "no cap" reuses the
+# unsteered answers.
+
+# %%
+params = dict(model_key=model_key, method=method, personas=[p.name for p in chosen], queries=[q.id for q in queries],
+              add_scales_sd=add_scales_sd, cap_percentiles=cap_percentiles, max_new_tokens=max_new_tokens)
+demo_dir = root / "demo"
+grid_path = demo_dir / f"{model_key}_grid.json"
+manifest_path = demo_dir / f"{model_key}_grid.manifest.json"
+claim_artifacts(manifest_path, params, overwrite=overwrite)  # refuses to replace a grid made with other parameters
+
+model, tokenizer = load_model(model_key)
+grid_started = time.perf_counter()
+grid = build_grid(
+    model, tokenizer, direction, chosen, queries,
+    add_scales=add_scales, cap_thresholds=cap_values, add_layers=add_layers, cap_layers=cap_layers,
+    add_labels=[f"+{k:g} SD" if k else "0 (off)" for k in add_scales_sd],
+    cap_labels=["no cap" if q is None else f"p{q:g}" for q in cap_percentiles],
+    max_new_tokens=max_new_tokens, batch_size=batch_size, model_type=model_key,
+    metadata={"model": model_key, "method": method, "projection_sd": {str(k): v for k, v in sd.items()},
+              "cap_percentiles": cap_percentiles},
+)
+grid_seconds = time.perf_counter() - grid_started
+n_answers = len(chosen) * len(queries) * (1 + len(add_scales_sd) + sum(q is not None for q in cap_percentiles))
+write_json(grid_path, grid)
+page_path = atomic_write_text(demo_dir / f"{model_key}_slider.html",
+                              slider_page(grid, title=f"Steering demo — {model_key}, {method} direction"))
+write_manifest(manifest_path, params, seconds=time.perf_counter() - started, grid_seconds=grid_seconds,
+               n_generated=n_answers, files=[grid_path.name, page_path.name])
+glue("demo_n_personas", len(chosen), display=False)
+glue("demo_n_queries", len(queries), display=False)
+glue("demo_n_answers", n_answers, display=False)
+glue("demo_grid_seconds", f"{grid_seconds:.0f}", display=False)
+print(f"{n_answers} answers generated in {grid_seconds:.0f} s; grid: {grid_path}; standalone widget: {page_path}")
+
+# %% [markdown]
+# ## The slider
+#
+# Persona and query on top, then the intervention and its strength. On the left the unsteered answer,
+# on the right the steered one; the line below it gives the layers and the share of positions there
+# that the intervention changed (a nonzero additive scale changes every position; a cap only those whose
+# projection is below the threshold). A link to this page ending in `#persona=1&query=0&mode=cap&strength=2`
+# opens the widget on that setting (indices count from 0).
+
+# %%
+display(HTML(slider_html(grid)))
+
+# %% [markdown]
+# How often does each setting change the answer at all? The share of persona × query answers that
+# differ from the unsteered one, per mode and strength:
+
+# %%
+changed = []
+for mode, spec in grid["modes"].items():
+    for s, strength in enumerate(spec["strengths"]):
+        diff = [spec["answers"][p][q][s] != grid["unsteered"][p][q]
+                for p in range(len(chosen)) for q in range(len(queries))]
+        changed.append({"mode": mode, "strength": strength["label"], "answers changed": f"{100 * sum(diff) / len(diff):.0f} %",
+                        "positions changed": "" if strength["fired"] is None else f"{100 * strength['fired']:.0f} %"})
+pd.DataFrame(changed).set_index(["mode", "strength"])
+
+# %% [markdown]
+# ## Live version (Jupyter only)
+#
+# With a running kernel the same controls can generate on demand: `axes_lib.demo.live_demo` builds an
+# ipywidgets panel whose slider takes any scale (in SD units) or any capping percentile, and runs a real
+# steered generation whenever a control changes. Run this notebook in Jupyter with `live = True` to
+# show it. It is off by default because a static page cannot run it, and because ipywidgets' own
+# JavaScript would have to be fetched from a CDN for the book to even draw the controls; under papermill
+# `live` stays `False` and no widget is created.
+
+# %%
+if live:
+    panel = live_demo(model, tokenizer, direction, chosen, queries, add_layers=add_layers, cap_layers=cap_layers,
+                      cap_thresholds=cap_thresholds, add_unit=sd[add_layers[0]], add_max=float(max(add_scales_sd) or 10),
+                      max_new_tokens=max_new_tokens, model_type=model_key)
+    display(panel)
+    panel.refresh()
+else:
+    print("live demo off (live = False); in Jupyter, set live = True in the parameters cell and rerun")
