@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
 
 def check_prompts(prompts: str | Sequence[str]) -> tuple[list[str], bool]:

@@ -900,7 +900,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     if not enabled or total < 2:
         return _NoBar()
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
     except ImportError:  # tqdm is a requirement, but the judge works without it
         return _NoBar()
     return tqdm(total=total, desc=desc, unit="item")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
 from axes_lib.activations import extract
 from axes_lib.generation import generate
