@@ -25,9 +25,9 @@
 model_key = "smollm2"
 method = "last_token"  # which direction to steer along
 layers = None  # None: the best layer found in step 4
-scales = [0, 2, 5, 10, 20, 50, 100, 200]  # in the model's units (the seed's range goes to 100+)
-sd_scales = [0.5, 1, 2, 4, 8]  # in units of the projection SD at each steered layer
-n_queries = None  # None: every held-out query
+scales = [0, 5, 10, 20, 50, 100, 200]  # in the model's units (the seed's range goes to 100+)
+sd_scales = [1, 2, 4, 8]  # in units of the projection SD at each steered layer
+n_holdout_queries = 10  # held-out queries used (None: all of them)
 max_new_tokens = 48
 batch_size = 32
 artifacts_dir = "artifacts"
@@ -59,7 +59,7 @@ evaluation = read_json(root / "evaluations" / f"direction_eval_{model_key}_{meth
 direction = load_direction(root / "directions" / f"{model_key}_{method}.safetensors")
 split = read_json(root / "evaluations" / f"{model_key}_split.json")
 layers = [evaluation["best_layer"]] if layers is None else list(layers)
-holdout = [q for q in load_queries() if q.id in set(split["holdout_queries"])][:n_queries]
+holdout = [q for q in load_queries(100) if q.id in set(split["holdout_queries"])][:n_holdout_queries]  # categories interleaved
 
 # The projection SD per steered layer, over all train prompts (the unit of `sd_scales`).
 tensors, meta = load_tensors(root / "activations" / f"{model_key}_{method}.safetensors")
@@ -76,7 +76,7 @@ settings += [{"label": f"add_sd:{k:g}", "layers": layers, "strength": {i: k * sd
 
 # %%
 params = dict(model_key=model_key, method=method, layers=layers, scales=scales, sd_scales=sd_scales,
-              n_queries=n_queries, max_new_tokens=max_new_tokens)
+              n_holdout_queries=n_holdout_queries, max_new_tokens=max_new_tokens)
 out_path = root / "responses" / f"{model_key}_additive.jsonl"
 manifest_path = out_path.with_suffix(".manifest.json")
 if not claim_artifacts(manifest_path, params, overwrite=overwrite) or not resume:

@@ -26,7 +26,7 @@ model_key = "smollm2"
 method = "last_token"
 percentiles = [10, 25, 50, 75, 90]
 bands = None  # None: {"best": the band of step 4, "early": ~25-40 % depth, "late": ~70-90 % depth}; or {name: [layers]}
-n_queries = None  # None: every held-out query
+n_holdout_queries = 10  # held-out queries used (None: all of them)
 max_new_tokens = 48
 batch_size = 32
 artifacts_dir = "artifacts"
@@ -69,7 +69,7 @@ for name, band in bands.items():
     bad = [i for i in band if i not in all_layers]
     if bad or not band:
         raise ValueError(f"band {name!r}: layers {bad or band} not available (model has {n_layers} layers)")
-holdout = [q for q in load_queries() if q.id in set(split["holdout_queries"])][:n_queries]
+holdout = [q for q in load_queries(100) if q.id in set(split["holdout_queries"])][:n_holdout_queries]  # categories interleaved
 
 # Thresholds per band and percentile, from the assistant personas' train prompts (step 4's recipe).
 responses = read_jsonl(root / "responses" / f"{model_key}_responses.jsonl")
@@ -85,7 +85,7 @@ for name, band in bands.items():
 pd.DataFrame([{"band": n, "layers": ", ".join(map(str, b))} for n, b in bands.items()])
 
 # %%
-params = dict(model_key=model_key, method=method, percentiles=percentiles, bands=bands, n_queries=n_queries,
+params = dict(model_key=model_key, method=method, percentiles=percentiles, bands=bands, n_holdout_queries=n_holdout_queries,
               max_new_tokens=max_new_tokens)
 out_path = root / "responses" / f"{model_key}_capping.jsonl"
 manifest_path = out_path.with_suffix(".manifest.json")

@@ -31,9 +31,9 @@
 model_key = "smollm2"
 method = "last_token"  # which direction to steer along
 personas = None  # None: the first three non-assistant personas; or a list of persona names
-n_queries = 3  # held-out queries, taken from different categories where possible
+n_demo_queries = 3  # held-out queries, taken from different categories where possible
 add_scales_sd = [0, 1, 2, 4, 6, 8]  # additive scales, in units of the projection SD at the steered layer
-cap_percentiles = [None, 10, 25, 50, 75, 90]  # capping thresholds as percentiles; None = no cap
+cap_percentiles = [None, 10, 25, 50, 75, 90]  # capping thresholds as percentiles; None: no cap
 max_new_tokens = 40
 batch_size = 32
 live = False  # True (in Jupyter, with a kernel): also show the live ipywidgets demo; keep False under papermill
@@ -87,7 +87,7 @@ for q in holdout:
     by_category.setdefault(q.category, []).append(q)
 interleaved = [q for group in zip(*by_category.values()) for q in group]
 interleaved += [q for q in holdout if q not in interleaved]
-queries = interleaved[:n_queries]
+queries = interleaved[:n_demo_queries]
 
 # Units: the projection SD at the steered layer (as in step 5) and capping thresholds at percentiles of
 # the assistant personas' train projections on the capping band (as in steps 4 and 6).
