@@ -51,7 +51,8 @@ def _glued(notebook: Path) -> dict[str, object]:
         for out in cell.get("outputs", []):
             meta = out.get("metadata", {}).get("scrapbook", {})
             if "name" in meta:
-                keys[meta["name"]] = out.get("data", {}).get("text/plain")
+                data = out.get("data", {})
+                keys[meta["name"]] = next((v for k, v in data.items() if k.endswith("text/plain")), None)
     return keys
 
 
