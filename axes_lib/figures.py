@@ -130,3 +130,10 @@ def strength_curves(
     ax.set(xlabel=xlabel, title=title)
     ax.legend(fontsize=8)
     return fig
+
+
+class Plain(str):
+    """A string that displays without quotes, for glued words and formatted numbers in the book's prose."""
+
+    def __repr__(self) -> str:
+        return str(self)

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from myst_nb import glue
 
-from axes_lib.figures import direction_discovery, layer_comparison, projection_histograms, save
+from axes_lib.figures import Plain, direction_discovery, layer_comparison, projection_histograms, save
 from axes_lib.io import load_tensors, read_jsonl, write_json, write_manifest
 from axes_lib.directions import load_direction
 from axes_lib.metrics import evaluate_layers, project, shuffled_null, split_by_persona, split_by_query
@@ -136,14 +136,14 @@ for method, ev in evaluations.items():
     glue(f"{method}_best_d", round(b["cohens_d"], 2), display=False)
     glue(f"{method}_best_d_low", round(b["cohens_d_low"], 2), display=False)
     glue(f"{method}_best_d_high", round(b["cohens_d_high"], 2), display=False)
-    glue(f"{method}_best_acc", f"{100 * b['accuracy']:.1f}", display=False)
-    glue(f"{method}_persona_acc", f"{100 * persona_acc:.1f}", display=False)
+    glue(f"{method}_best_acc", round(100 * b["accuracy"], 1), display=False)
+    glue(f"{method}_persona_acc", round(100 * persona_acc, 1), display=False)
     glue(f"{method}_null_max_d", round(null_max, 2), display=False)
     glue(f"{method}_max_d", round(max(ev["query_split"]["test"]["cohens_d"]), 2), display=False)
-    glue(f"{method}_capping_layers", ", ".join(map(str, ev["capping"]["layers"])), display=False)
-glue("held_out_personas", ", ".join(held_personas), display=False)
+    glue(f"{method}_capping_layers", Plain(", ".join(map(str, ev["capping"]["layers"]))), display=False)
+glue("held_out_personas", Plain(", ".join(held_personas)), display=False)
 stronger = max(evaluations, key=lambda m: evaluations[m]["query_split"]["best"]["cohens_d"])
-glue("stronger_method", stronger.replace("_", "-"), display=False)
+glue("stronger_method", Plain(stronger.replace("_", "-")), display=False)
 import pandas as pd
 
 pd.DataFrame(summary).set_index("method")

@@ -44,6 +44,7 @@ import pandas as pd
 from myst_nb import glue
 
 from axes_lib.directions import load_direction
+from axes_lib.figures import Plain
 from axes_lib.io import claim_artifacts, load_tensors, read_json, read_jsonl, write_manifest
 from axes_lib.models import load_model, model_name
 from axes_lib.prompts import contrastive_prompts, load_personas, load_queries
@@ -117,7 +118,7 @@ table["empty answers"] = frame[frame.setting != "assistant"].groupby(["unit", "s
     "response"].apply(lambda s: int((s.str.strip() == "").sum())).values
 write_manifest(manifest_path, params, seconds=time.perf_counter() - started, complete=True,
                n_answers=len(rows), projection_sd=sd, assistant_projection_mean=float(assistant_mean))
-glue("add_layers", ", ".join(map(str, layers)), display=False)
+glue("add_layers", Plain(", ".join(map(str, layers))), display=False)
 glue("add_sd", round(float(np.mean(list(sd.values()))), 2), display=False)
 glue("add_assistant_projection", round(float(assistant_mean), 2), display=False)
 glue("add_n_prompts", len(others), display=False)

@@ -43,6 +43,7 @@ import pandas as pd
 from myst_nb import glue
 
 from axes_lib.directions import load_direction
+from axes_lib.figures import Plain
 from axes_lib.io import claim_artifacts, load_tensors, read_json, read_jsonl, write_json, write_manifest
 from axes_lib.models import load_model, model_name
 from axes_lib.prompts import contrastive_prompts, load_personas, load_queries
@@ -143,10 +144,10 @@ best = summary[summary.band != "none"].sort_values("movement", ascending=False).
 default = summary[(summary.band == "best") & (summary.percentile == 25)] if "best" in bands else summary.iloc[[1]]
 glue("cap_uncapped_projection", round(float(uncapped_mean), 2), display=False)
 glue("cap_assistant_projection", round(float(assistant_mean), 2), display=False)
-glue("cap_best_setting", best["setting"], display=False)
-glue("cap_best_movement", f"{100 * best['movement']:.0f}", display=False)
-glue("cap_default_movement", f"{100 * float(default['movement'].iloc[0]):.0f}", display=False)
-glue("cap_measure_layers", ", ".join(map(str, measure_layers)), display=False)
+glue("cap_best_setting", Plain(best["setting"]), display=False)
+glue("cap_best_movement", round(100 * float(best["movement"])), display=False)
+glue("cap_default_movement", round(100 * float(default["movement"].iloc[0])), display=False)
+glue("cap_measure_layers", Plain(", ".join(map(str, measure_layers))), display=False)
 summary.round(3)
 
 # %% [markdown]
@@ -160,7 +161,7 @@ base = assistant_frame[assistant_frame.setting == "uncapped"].set_index("id")["r
 unchanged = {s: float((g.set_index("id")["response"] == base.reindex(g["id"]).values).mean())
              for s, g in assistant_frame[assistant_frame.setting != "uncapped"].groupby("setting")}
 for s, v in unchanged.items():
-    glue(f"cap_assistant_unchanged_{s.split(':')[1]}", f"{100 * v:.0f}", display=False)
+    glue(f"cap_assistant_unchanged_{s.split(':')[1]}", round(100 * v), display=False)
 write_json(root / "evaluations" / f"capping_{model_key}_{method}.json",
            {"bands": bands, "uncapped_projection": uncapped_mean, "assistant_projection": assistant_mean,
             "measure_layers": measure_layers, "summary": summary.to_dict(orient="records"),
