@@ -33,7 +33,7 @@ from axes_lib.judge import (
 )
 from tests.fake_anthropic import FakeAnthropic, Reply, error, scores, tag, text_message, tool_message
 
-KEY = "sk-ant-test-SECRET123"
+KEY = "fake-anthropic-key-SECRET123"
 
 
 @functools.cache
@@ -419,19 +419,19 @@ def test_missing_key_is_a_clear_error_at_construction(tmp_path, server):
 
 def test_dotenv_key_loading(tmp_path, server, monkeypatch):
     (tmp_path / ".env").write_text(
-        "# settings\nOTHER=1\nexport ANTHROPIC_API_KEY=\"sk-ant-test-DOTENV\"  \nHF_TOKEN=x\n", encoding="utf-8"
+        "# settings\nOTHER=1\nexport ANTHROPIC_API_KEY=\"fake-anthropic-key-DOTENV\"  \nHF_TOKEN=x\n", encoding="utf-8"
     )
     assert available_claude_key()
     judge = ClaudeJudge(base_url=server.url, http_client=http(), cache_path=tmp_path / "c.jsonl", progress=False)
     assert judge.score_one("q", "a").ok
-    assert server.requests[-1].headers.get("authorization", "").endswith("sk-ant-test-DOTENV") or \
-        server.requests[-1].headers.get("x-api-key") == "sk-ant-test-DOTENV"
-    assert "sk-ant-test-DOTENV" not in repr(judge)
+    assert server.requests[-1].headers.get("authorization", "").endswith("fake-anthropic-key-DOTENV") or \
+        server.requests[-1].headers.get("x-api-key") == "fake-anthropic-key-DOTENV"
+    assert "fake-anthropic-key-DOTENV" not in repr(judge)
 
     # The environment wins over .env, and the argument over both.
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-ENV")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "fake-anthropic-key-ENV")
     ClaudeJudge(base_url=server.url, http_client=http(), cache=False, progress=False).score_one("q", "env")
-    assert "sk-ant-test-ENV" in json.dumps(server.requests[-1].headers)
+    assert "fake-anthropic-key-ENV" in json.dumps(server.requests[-1].headers)
     ClaudeJudge(api_key=KEY, base_url=server.url, http_client=http(), cache=False, progress=False).score_one("q", "arg")
     assert KEY in json.dumps(server.requests[-1].headers)
 
@@ -440,11 +440,11 @@ def test_dotenv_in_repo_root(tmp_path, server, monkeypatch):
     repo = tmp_path / "repo"
     (repo / "notebooks").mkdir(parents=True)
     (repo / ".git").mkdir()
-    (repo / ".env").write_text("ANTHROPIC_API_KEY='sk-ant-test-ROOT'\n")
+    (repo / ".env").write_text("ANTHROPIC_API_KEY='fake-anthropic-key-ROOT'\n")
     monkeypatch.chdir(repo / "notebooks")  # papermill runs notebooks from their folder
     assert available_claude_key()
     ClaudeJudge(base_url=server.url, http_client=http(), cache=False, progress=False).score_one("q", "a")
-    assert "sk-ant-test-ROOT" in json.dumps(server.requests[-1].headers)
+    assert "fake-anthropic-key-ROOT" in json.dumps(server.requests[-1].headers)
 
 
 def test_prebuilt_client_is_accepted(server, tmp_path):
