@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
-from axes_lib.models import decoder_layers
+from axes_lib.models import base_model, decoder_layers
 
 Method = Literal["last_token", "response_mean"]
 METHODS: tuple[str, ...] = ("last_token", "response_mean")
@@ -26,7 +26,7 @@ class _StopForward(Exception):
 
 
 @dataclass
-class _Seq:
+class TokenSeq:
     """One tokenized prompt (+ response): which positions to read, and where it goes in the output."""
 
     index: int
@@ -70,21 +70,22 @@ def _check_inputs(prompts: Sequence[str], method: str, responses: Sequence[str] 
                 raise ValueError(f"response {i} is empty: response_mean needs at least one response token")
 
 
-def _tokenize(tokenizer: Any, prompts: Sequence[str], method: str, responses: Sequence[str] | None) -> list[_Seq]:
+def _tokenize(tokenizer: Any, prompts: Sequence[str], method: str, responses: Sequence[str] | None) -> list[TokenSeq]:
     """Prompts are fully formatted (chat template applied), so no special tokens are added here."""
     prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     if method == "last_token":
-        return [_Seq(i, ids, len(ids) - 1, len(ids)) for i, ids in enumerate(prompt_ids)]
+        return [TokenSeq(i, ids, len(ids) - 1, len(ids)) for i, ids in enumerate(prompt_ids)]
     response_ids = tokenizer(list(responses or []), add_special_tokens=False)["input_ids"]
     seqs = []
     for i, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
         if not r:
             raise ValueError(f"response {i} tokenizes to no tokens")
-        seqs.append(_Seq(i, p + r, len(p), len(p) + len(r)))
+        seqs.append(TokenSeq(i, p + r, len(p), len(p) + len(r)))
     return seqs
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists."""
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
@@ -92,18 +93,18 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-def _prefix_groups(seqs: list[_Seq], min_prefix: int) -> list[tuple[int, list[_Seq]]]:
+def prefix_groups(seqs: list[TokenSeq], min_prefix: int) -> list[tuple[int, list[TokenSeq]]]:
     """Group sequences that share a token prefix of at least `min_prefix` tokens.
 
     Sorted lexicographically, sequences with a common prefix are adjacent. The shared prefix stops
     before the first position any member reads, so every read position is computed in the suffix pass.
     """
     ordered = sorted(seqs, key=lambda s: s.ids)
-    groups: list[tuple[int, list[_Seq]]] = []
+    groups: list[tuple[int, list[TokenSeq]]] = []
     for seq in ordered:
         if groups:
             shared, members = groups[-1]
-            common = min(shared, _common_prefix(members[0].ids, seq.ids), seq.start)
+            common = min(shared, common_prefix(members[0].ids, seq.ids), seq.start)
             if common >= min_prefix:
                 groups[-1] = (common, members + [seq])
                 continue
@@ -112,11 +113,11 @@ def _prefix_groups(seqs: list[_Seq], min_prefix: int) -> list[tuple[int, list[_S
     return [(p if len(m) > 1 and p >= min_prefix else 0, m) for p, m in groups]
 
 
-def _batches(members: list[_Seq], offset: int, batch_size: int, max_tokens: int) -> list[list[_Seq]]:
+def _batches(members: list[TokenSeq], offset: int, batch_size: int, max_tokens: int) -> list[list[TokenSeq]]:
     """Length-sorted batches bounded in prompts and in padded tokens."""
     ordered = sorted(members, key=lambda s: len(s.ids))
-    batches: list[list[_Seq]] = []
-    current: list[_Seq] = []
+    batches: list[list[TokenSeq]] = []
+    current: list[TokenSeq] = []
     for seq in ordered:
         padded = (len(seq.ids) - offset) * (len(current) + 1)
         if current and (len(current) >= batch_size or padded > max_tokens):
@@ -177,6 +178,31 @@ def _run(model: Any, **kwargs: Any) -> None:
         pass
 
 
+def prefix_kv(model: Any, prefix: list[int], last_layer: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Keys and values of one token prefix, per decoder layer (up to `last_layer`), for reuse by many suffixes.
+
+    Forward hooks on the layers (steering, capture) see the prefix positions as in any other forward.
+    """
+    from transformers import DynamicCache
+
+    base = base_model(model)
+    cache = DynamicCache(config=model.config)
+    ids = torch.tensor([prefix], device=next(model.parameters()).device)
+    _run(base, input_ids=ids, cache=cache, use_cache=True)
+    last = model.config.num_hidden_layers - 1 if last_layer is None else last_layer
+    return [(layer.keys, layer.values) for layer in cache.layers[: last + 1]]
+
+
+def expanded_cache(model: Any, kv: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> Any:
+    """A fresh `DynamicCache` holding the prefix `kv` once per batch row (views, no copy until it grows)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    for layer, (k, v) in enumerate(kv):
+        cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), layer)
+    return cache
+
+
 @torch.inference_mode()
 def extract(
     model: Any,
@@ -203,22 +229,15 @@ def extract(
         raise ValueError(f"batch_size and max_batch_tokens must be >= 1, got {batch_size}, {max_batch_tokens}")
     layers = check_layers(layers, model.config.num_hidden_layers)
     seqs = _tokenize(tokenizer, prompts, method, responses)
-    base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    base = base_model(model)
     device = next(model.parameters()).device
     out = torch.zeros(len(seqs), len(layers), model.config.hidden_size, dtype=torch.float32)
-    groups = _prefix_groups(seqs, min_prefix) if share_prefix else [(0, seqs)]
+    groups = prefix_groups(seqs, min_prefix) if share_prefix else [(0, seqs)]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     bar = tqdm(total=len(seqs), desc=f"extract {method}", disable=not progress, leave=False)
     with _Capture(model, layers, out, method) as capture:
         for prefix_len, members in groups:
-            prefix_kv = None
-            if prefix_len:
-                from transformers import DynamicCache
-
-                cache = DynamicCache(config=model.config)
-                prefix = torch.tensor([members[0].ids[:prefix_len]], device=device)
-                _run(base, input_ids=prefix, cache=cache, use_cache=True)
-                prefix_kv = [(lay.keys, lay.values) for lay in cache.layers[: capture.last + 1]]
+            kv = prefix_kv(model, members[0].ids[:prefix_len], capture.last) if prefix_len else None
             for batch in _batches(members, prefix_len, batch_size, max_batch_tokens):
                 width = max(len(s.ids) for s in batch) - prefix_len
                 ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -235,11 +254,8 @@ def extract(
                 capture.read = read.to(device)
                 capture.weights = weights.to(device)
                 kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-                if prefix_kv is not None:
-                    cache = DynamicCache(config=model.config)
-                    for layer, (k, v) in enumerate(prefix_kv):
-                        cache.update(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1), layer)
-                    kwargs.update(cache=cache, use_cache=True)
+                if kv is not None:
+                    kwargs.update(cache=expanded_cache(model, kv, len(batch)), use_cache=True)
                 else:
                     kwargs["use_cache"] = False
                 capture.active = True

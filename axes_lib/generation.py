@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
+from axes_lib.activations import TokenSeq, expanded_cache, prefix_groups, prefix_kv
+
 
 def check_prompts(prompts: str | Sequence[str]) -> tuple[list[str], bool]:
     """Normalise one prompt or a list to a list; says whether a single prompt was given."""
@@ -30,12 +32,18 @@ def generate(
     batch_size: int = 16,
     do_sample: bool = False,
     progress: bool = False,
+    share_prefix: bool = True,
+    min_prefix: int = 16,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Generate a response per fully formatted prompt, in input order; greedy unless `do_sample`.
 
     Prompts are sorted by length and batched with left padding, so a batch wastes little on padding
-    and the outputs do not depend on the order the prompts were given in.
+    and the outputs do not depend on the order the prompts were given in. Prompts that share a token
+    prefix of at least `min_prefix` tokens (one system prompt per persona) have that prefix computed
+    once: its KV cache is reused by every batch of the group, laid out as `[prefix | padding | rest]`
+    with the padding masked and positions counted from the mask, so the result equals the unshared
+    computation up to float rounding.
     """
     items, _ = check_prompts(prompts)
     if max_new_tokens < 1 or batch_size < 1:
@@ -43,23 +51,33 @@ def generate(
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = tokenizer(items, add_special_tokens=False)["input_ids"]
-    order = sorted(range(len(items)), key=lambda i: len(encoded[i]))
+    # The prefix stops before each prompt's last token: generation needs at least one new input position.
+    seqs = [TokenSeq(i, ids, len(ids) - 1, len(ids)) for i, ids in enumerate(encoded)]
+    groups = prefix_groups(seqs, min_prefix) if share_prefix else [(0, seqs)]
     outputs: list[str] = [""] * len(items)
     kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad_id, **generate_kwargs}
     if not do_sample:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     bar = tqdm(total=len(items), desc="generate", disable=not progress, leave=False)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            mask[r, width - len(encoded[i]) :] = 1
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
-        for r, i in enumerate(rows):
-            outputs[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True).strip()
-        bar.update(len(rows))
+    for prefix_len, members in groups:
+        prefix = members[0].ids[:prefix_len]
+        kv = prefix_kv(model, prefix) if prefix_len else None
+        ordered = sorted(members, key=lambda seq: len(seq.ids))
+        for start in range(0, len(ordered), batch_size):
+            batch = ordered[start : start + batch_size]
+            width = max(len(seq.ids) for seq in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            ids[:, :prefix_len] = torch.tensor(prefix, dtype=torch.long)
+            mask[:, :prefix_len] = 1
+            for row, seq in enumerate(batch):
+                rest = seq.ids[prefix_len:]
+                ids[row, width - len(rest) :] = torch.tensor(rest)
+                mask[row, width - len(rest) :] = 1
+            cache = {"cache": expanded_cache(model, kv, len(batch))} if kv is not None else {}
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **cache, **kwargs)
+            for row, seq in enumerate(batch):
+                outputs[seq.index] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+            bar.update(len(batch))
     bar.close()
     return outputs

@@ -154,6 +154,11 @@ def load_model(key: str = "smollm2", device: str | None = None, dtype: torch.dty
     return model, tokenizer
 
 
+def base_model(model: Any) -> Any:
+    """The transformer body of a causal LM, without its LM head (what extraction runs)."""
+    return model.get_decoder() if hasattr(model, "get_decoder") else model.model
+
+
 def decoder_layers(model: Any) -> Any:
     """The list of decoder blocks of a causal LM (Llama/Qwen/Mistral-style `model.model.layers`)."""
     for path in ("model.layers", "model.model.layers", "transformer.h", "gpt_neox.layers"):

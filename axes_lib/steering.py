@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 
 from axes_lib.directions import unit, validate_direction
-from axes_lib.models import decoder_layers
+from axes_lib.models import base_model, decoder_layers
 
 Mode = Literal["add", "cap"]
 MODES: tuple[str, ...] = ("add", "cap")
@@ -195,7 +195,7 @@ def steering(
 
         return hook
 
-    base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    base = base_model(model)
     handles = [base.register_forward_pre_hook(grab_mask, with_kwargs=True)]
     stats = SteeringStats()
     try:

@@ -12,9 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-
-def _base(model: Any) -> Any:
-    return model.get_decoder() if hasattr(model, "get_decoder") else model.model
+from axes_lib.models import base_model
 
 
 def _device(model: Any) -> torch.device:
@@ -53,7 +51,7 @@ def padded_batches(token_ids: list[list[int]], batch_size: int, max_tokens: int,
 @torch.inference_mode()
 def bare_forward(model: Any, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     """The floor: the base model (all decoder layers + final norm, no LM head, no hooks) on pre-built batches."""
-    base = _base(model)
+    base = base_model(model)
     device = _device(model)
     for ids, mask in batches:
         base(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)

@@ -31,6 +31,28 @@ def test_batched_equals_unbatched_and_keeps_order(tiny):
     assert generate(model, tokenizer, PROMPTS[::-1], max_new_tokens=6, batch_size=2) == batched[::-1]
 
 
+SHARED = "a b c d e f g h i j k l m n o p q r s t"  # one "system prompt" for every query below
+GROUPED = [f"{SHARED} {q}" for q in ("u v", "w", "x y z a", "b")] + ["c d", f"{SHARED} {SHARED}"]
+
+
+@pytest.mark.parametrize("intervene", [False, True])
+def test_shared_prefix_equals_unshared(tiny, intervene):
+    """Reusing a prefix's KV cache ([prefix | padding | rest] with the padding masked) changes no output."""
+    from axes_lib.steering import steering
+
+    model, tokenizer = tiny
+    torch.manual_seed(1)
+    direction = {1: torch.randn(model.config.hidden_size)}
+
+    def run(share):
+        if not intervene:
+            return generate(model, tokenizer, GROUPED, max_new_tokens=8, batch_size=3, share_prefix=share, min_prefix=4)
+        with steering(model, direction, mode="cap", threshold=0.5):
+            return generate(model, tokenizer, GROUPED, max_new_tokens=8, batch_size=3, share_prefix=share, min_prefix=4)
+
+    assert run(True) == run(False)
+
+
 @pytest.mark.parametrize("prompts, message", [([], "no prompts"), (["ok", ""], "prompt 1 is empty")])
 def test_generate_rejects(tiny, prompts, message):
     model, tokenizer = tiny
