@@ -33,6 +33,13 @@ class TokenSeq:
     ids: list[int]
     start: int  # first position averaged (response_mean) or the position read (last_token)
     stop: int  # one past the last position averaged
+    prefix: int = 0  # leading tokens taken from a shared prefix's KV cache
+    row: int = -1  # that prefix's row in the PrefixTable
+
+    @property
+    def rest(self) -> list[int]:
+        """The tokens computed in this sequence's own pass."""
+        return self.ids[self.prefix :]
 
 
 def check_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
@@ -113,20 +120,33 @@ def prefix_groups(seqs: list[TokenSeq], min_prefix: int) -> list[tuple[int, list
     return [(p if len(m) > 1 and p >= min_prefix else 0, m) for p, m in groups]
 
 
-def _batches(members: list[TokenSeq], offset: int, batch_size: int, max_tokens: int) -> list[list[TokenSeq]]:
-    """Length-sorted batches bounded in prompts and in padded tokens."""
-    ordered = sorted(members, key=lambda s: len(s.ids))
-    batches: list[list[TokenSeq]] = []
-    current: list[TokenSeq] = []
-    for seq in ordered:
-        padded = (len(seq.ids) - offset) * (len(current) + 1)
-        if current and (len(current) >= batch_size or padded > max_tokens):
-            batches.append(current)
-            current = []
-        current.append(seq)
-    if current:
-        batches.append(current)
-    return batches
+def assign_prefixes(seqs: list[TokenSeq], min_prefix: int) -> list[list[int]]:
+    """Give every sequence of a shared-prefix group its `prefix` and table `row`; returns the prefixes, by row."""
+    prefixes: list[list[int]] = []
+    for length, members in prefix_groups(seqs, min_prefix):
+        if length:
+            for seq in members:
+                seq.prefix, seq.row = length, len(prefixes)
+            prefixes.append(members[0].ids[:length])
+    return prefixes
+
+
+def batches(seqs: list[TokenSeq], batch_size: int, max_tokens: int) -> list[list[TokenSeq]]:
+    """Batches sorted by the length of what each sequence computes itself, bounded in rows and padded tokens.
+
+    Sequences with a shared prefix and those without one go into separate batches.
+    """
+    out: list[list[TokenSeq]] = []
+    for part in ([s for s in seqs if s.prefix], [s for s in seqs if not s.prefix]):
+        current: list[TokenSeq] = []
+        for seq in sorted(part, key=lambda s: len(s.rest)):
+            if current and (len(current) >= batch_size or len(seq.rest) * (len(current) + 1) > max_tokens):
+                out.append(current)
+                current = []
+            current.append(seq)
+        if current:
+            out.append(current)
+    return out
 
 
 class _Capture:
@@ -178,29 +198,77 @@ def _run(model: Any, **kwargs: Any) -> None:
         pass
 
 
-def prefix_kv(model: Any, prefix: list[int], last_layer: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Keys and values of one token prefix, per decoder layer (up to `last_layer`), for reuse by many suffixes.
+@dataclass
+class PrefixTable:
+    """KV caches of several token prefixes, left-padded to one width, computed in one batched pass.
 
-    Forward hooks on the layers (steering, capture) see the prefix positions as in any other forward.
+    Every prompt that starts with one of the prefixes reuses its keys and values: a batch may mix
+    prompts of different prefixes (one row of the table each), laid out as `[padding | prefix | rest]`
+    with the padding masked and positions counted from the first real token.
     """
-    from transformers import DynamicCache
 
-    base = base_model(model)
-    cache = DynamicCache(config=model.config)
-    ids = torch.tensor([prefix], device=next(model.parameters()).device)
-    _run(base, input_ids=ids, cache=cache, use_cache=True)
-    last = model.config.num_hidden_layers - 1 if last_layer is None else last_layer
-    return [(layer.keys, layer.values) for layer in cache.layers[: last + 1]]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: [n_prefixes, kv_heads, width, head_dim]
+    ids: torch.Tensor  # [n_prefixes, width]: the prefixes' tokens, left-padded
+    mask: torch.Tensor  # [n_prefixes, width]: 1 on real tokens, 0 on the left padding
+
+    @classmethod
+    def build(cls, model: Any, prefixes: Sequence[list[int]], pad_id: int, last_layer: int | None = None,
+              max_batch_tokens: int = 8192) -> PrefixTable:
+        """Run the prefixes through the decoder (up to `last_layer`), in chunks of at most `max_batch_tokens`.
+
+        Forward hooks on the layers (steering, capture) see the prefix positions as in any other forward.
+        """
+        from transformers import DynamicCache
+
+        base = base_model(model)
+        device = next(model.parameters()).device
+        width = max(len(p) for p in prefixes)
+        ids = torch.full((len(prefixes), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+        for row, prefix in enumerate(prefixes):
+            ids[row, width - len(prefix) :] = torch.tensor(prefix)
+            mask[row, width - len(prefix) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        last = model.config.num_hidden_layers - 1 if last_layer is None else last_layer
+        chunks: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        step = max(1, max_batch_tokens // width)
+        for start in range(0, len(prefixes), step):
+            rows = slice(start, start + step)
+            cache = DynamicCache(config=model.config)
+            _run(base, input_ids=ids[rows], attention_mask=mask[rows], position_ids=_positions(mask[rows]),
+                 cache=cache, use_cache=True)
+            chunks.append([(layer.keys, layer.values) for layer in cache.layers[: last + 1]])
+        kv = [(torch.cat([c[layer][0] for c in chunks]), torch.cat([c[layer][1] for c in chunks]))
+              for layer in range(last + 1)]
+        return cls(kv, ids, mask)
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[1]
+
+    def lengths(self, rows: Sequence[int]) -> torch.Tensor:
+        """Real tokens of each row's prefix: the position of the first token after it."""
+        return self.mask[list(rows)].sum(-1)
+
+    def cache(self, model: Any, rows: Sequence[int]) -> Any:
+        """A fresh `DynamicCache` holding each row's prefix (a view when all rows share one prefix)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=model.config)
+        same = len(set(rows)) == 1
+        index = torch.tensor(list(rows), device=self.mask.device)
+        for layer, (k, v) in enumerate(self.kv):
+            if same:
+                k, v = k[rows[0] : rows[0] + 1].expand(len(rows), -1, -1, -1), v[rows[0] : rows[0] + 1].expand(len(rows), -1, -1, -1)
+            else:
+                k, v = k.index_select(0, index), v.index_select(0, index)
+            cache.update(k, v, layer)
+        return cache
 
 
-def expanded_cache(model: Any, kv: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> Any:
-    """A fresh `DynamicCache` holding the prefix `kv` once per batch row (views, no copy until it grows)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
-    for layer, (k, v) in enumerate(kv):
-        cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), layer)
-    return cache
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids counted from each row's first real token (padding gets 0)."""
+    return (mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
 @torch.inference_mode()
@@ -232,37 +300,39 @@ def extract(
     base = base_model(model)
     device = next(model.parameters()).device
     out = torch.zeros(len(seqs), len(layers), model.config.hidden_size, dtype=torch.float32)
-    groups = prefix_groups(seqs, min_prefix) if share_prefix else [(0, seqs)]
+    prefixes = assign_prefixes(seqs, min_prefix) if share_prefix else []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     bar = tqdm(total=len(seqs), desc=f"extract {method}", disable=not progress, leave=False)
     with _Capture(model, layers, out, method) as capture:
-        for prefix_len, members in groups:
-            kv = prefix_kv(model, members[0].ids[:prefix_len], capture.last) if prefix_len else None
-            for batch in _batches(members, prefix_len, batch_size, max_batch_tokens):
-                width = max(len(s.ids) for s in batch) - prefix_len
-                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), prefix_len + width), dtype=torch.long)
-                weights = torch.zeros((len(batch), width), dtype=torch.float32)
-                read = torch.zeros(len(batch), dtype=torch.long)
-                for row, seq in enumerate(batch):
-                    tail = seq.ids[prefix_len:]
-                    ids[row, : len(tail)] = torch.tensor(tail)
-                    mask[row, : prefix_len + len(tail)] = 1
-                    read[row] = seq.start - prefix_len
-                    weights[row, seq.start - prefix_len : seq.stop - prefix_len] = 1.0 / (seq.stop - seq.start)
-                capture.rows = torch.tensor([s.index for s in batch])
-                capture.read = read.to(device)
-                capture.weights = weights.to(device)
-                kwargs: dict[str, Any] = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-                if kv is not None:
-                    kwargs.update(cache=expanded_cache(model, kv, len(batch)), use_cache=True)
-                else:
-                    kwargs["use_cache"] = False
-                capture.active = True
-                try:
-                    _run(base, **kwargs)
-                finally:
-                    capture.active = False
-                bar.update(len(batch))
+        table = PrefixTable.build(model, prefixes, pad_id, capture.last, max_batch_tokens) if prefixes else None
+        for batch in batches(seqs, batch_size, max_batch_tokens):
+            width = max(len(s.rest) for s in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            weights = torch.zeros((len(batch), width), dtype=torch.float32)
+            read = torch.zeros(len(batch), dtype=torch.long)
+            for row, seq in enumerate(batch):  # right padding: positions are read by index
+                ids[row, : len(seq.rest)] = torch.tensor(seq.rest)
+                mask[row, : len(seq.rest)] = 1
+                read[row] = seq.start - seq.prefix
+                weights[row, seq.start - seq.prefix : seq.stop - seq.prefix] = 1.0 / (seq.stop - seq.start)
+            capture.rows = torch.tensor([s.index for s in batch])
+            capture.read = read.to(device)
+            capture.weights = weights.to(device)
+            kwargs: dict[str, Any] = {"input_ids": ids.to(device), "use_cache": False}
+            if batch[0].prefix:
+                assert table is not None
+                rows = [s.row for s in batch]
+                kwargs.update(cache=table.cache(model, rows), use_cache=True,
+                              attention_mask=torch.cat([table.mask[rows], mask.to(device)], dim=1),
+                              position_ids=table.lengths(rows)[:, None] + torch.arange(width, device=device))
+            else:
+                kwargs["attention_mask"] = mask.to(device)
+            capture.active = True
+            try:
+                _run(base, **kwargs)
+            finally:
+                capture.active = False
+            bar.update(len(batch))
     bar.close()
     return out

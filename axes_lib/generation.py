@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
-from axes_lib.activations import TokenSeq, expanded_cache, prefix_groups, prefix_kv
+from axes_lib.activations import PrefixTable, TokenSeq, assign_prefixes, batches
 
 
 def check_prompts(prompts: str | Sequence[str]) -> tuple[list[str], bool]:
@@ -41,9 +42,9 @@ def generate(
     Prompts are sorted by length and batched with left padding, so a batch wastes little on padding
     and the outputs do not depend on the order the prompts were given in. Prompts that share a token
     prefix of at least `min_prefix` tokens (one system prompt per persona) have that prefix computed
-    once: its KV cache is reused by every batch of the group, laid out as `[prefix | padding | rest]`
-    with the padding masked and positions counted from the mask, so the result equals the unshared
-    computation up to float rounding.
+    once, all prefixes in one batched pass; batches may mix prompts of different prefixes, each row
+    laid out as `[prefix | padding | rest]` with the padding masked and positions counted from the
+    mask, so the result equals the unshared computation up to float rounding.
     """
     items, _ = check_prompts(prompts)
     if max_new_tokens < 1 or batch_size < 1:
@@ -51,33 +52,32 @@ def generate(
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = tokenizer(items, add_special_tokens=False)["input_ids"]
-    # The prefix stops before each prompt's last token: generation needs at least one new input position.
+    # A shared prefix stops before each prompt's last token: generation needs one new input position.
     seqs = [TokenSeq(i, ids, len(ids) - 1, len(ids)) for i, ids in enumerate(encoded)]
-    groups = prefix_groups(seqs, min_prefix) if share_prefix else [(0, seqs)]
+    prefixes = assign_prefixes(seqs, min_prefix) if share_prefix else []
+    table = PrefixTable.build(model, prefixes, pad_id) if prefixes else None
     outputs: list[str] = [""] * len(items)
     kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad_id, **generate_kwargs}
     if not do_sample:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     bar = tqdm(total=len(items), desc="generate", disable=not progress, leave=False)
-    for prefix_len, members in groups:
-        prefix = members[0].ids[:prefix_len]
-        kv = prefix_kv(model, prefix) if prefix_len else None
-        ordered = sorted(members, key=lambda seq: len(seq.ids))
-        for start in range(0, len(ordered), batch_size):
-            batch = ordered[start : start + batch_size]
-            width = max(len(seq.ids) for seq in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            ids[:, :prefix_len] = torch.tensor(prefix, dtype=torch.long)
-            mask[:, :prefix_len] = 1
-            for row, seq in enumerate(batch):
-                rest = seq.ids[prefix_len:]
-                ids[row, width - len(rest) :] = torch.tensor(rest)
-                mask[row, width - len(rest) :] = 1
-            cache = {"cache": expanded_cache(model, kv, len(batch))} if kv is not None else {}
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **cache, **kwargs)
-            for row, seq in enumerate(batch):
-                outputs[seq.index] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
-            bar.update(len(batch))
+    for batch in batches(seqs, batch_size, max_tokens=sys.maxsize):
+        width = max(len(seq.rest) for seq in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, seq in enumerate(batch):  # left padding: generation continues every row at the end
+            ids[row, width - len(seq.rest) :] = torch.tensor(seq.rest)
+            mask[row, width - len(seq.rest) :] = 1
+        ids, mask, extra = ids.to(device), mask.to(device), {}
+        if batch[0].prefix:  # [prefix (left-padded) | padding | rest]; generate counts positions from the mask
+            assert table is not None
+            rows = [seq.row for seq in batch]
+            ids = torch.cat([table.ids[rows], ids], dim=1)
+            mask = torch.cat([table.mask[rows], mask], dim=1)
+            extra = {"cache": table.cache(model, rows)}
+        out = model.generate(input_ids=ids, attention_mask=mask, **extra, **kwargs)
+        for row, seq in enumerate(batch):
+            outputs[seq.index] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).strip()
+        bar.update(len(batch))
     bar.close()
     return outputs

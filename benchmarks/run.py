@@ -98,6 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-peers", action="store_true", help="do not time repeng / steering-vectors")
     p.add_argument("--repeng-train", action=argparse.BooleanOptionalAction, default=None,
                    help="also run repeng's ControlVector.train end to end once (default: only with --quick)")
+    p.add_argument("--tokenizer", default=None,
+                   help="folder with SmolLM2's tokenizer files for the random-weight configs (default: the embedded model's cache)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (2 if args.quick else 3)
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f">> benchmark: model-config {args.model_config}, device {device}, repeats {args.repeats}{' (quick)' if args.quick else ''}")
     t0 = time.perf_counter()
-    model, tok, model_desc = load_bench_model(args.model_config, device)
+    model, tok, model_desc = load_bench_model(args.model_config, device, tokenizer_dir=args.tokenizer)
     load_seconds = time.perf_counter() - t0
     dtype = next(model.parameters()).dtype
     n_layers = model.config.num_hidden_layers
@@ -351,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         def count(*_: Any) -> None:
             calls[0] += 1
 
-        handle = base.register_forward_pre_hook(count)
+        handle = model.register_forward_pre_hook(count)  # the LM's forward: generate's steps, not shared-prefix passes
         try:
             run_gen(mode)
         finally:

@@ -51,9 +51,12 @@ def qwen_config(size: str) -> Any:
     return config
 
 
-def load_bench_model(model_config: str, device: str, dtype: torch.dtype | None = None) -> tuple[Any, Any, dict[str, Any]]:
-    """(model, tokenizer, description). `qwen*` models have random weights (seed 0) and use SmolLM2's tokenizer."""
-    from axes_lib.models import default_dtype, load_model
+def load_bench_model(
+    model_config: str, device: str, dtype: torch.dtype | None = None, tokenizer_dir: str | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, description). `qwen*` models have random weights (seed 0) and use SmolLM2's tokenizer,
+    read from `tokenizer_dir` (a folder with SmolLM2's tokenizer files) or from the embedded model's cache."""
+    from axes_lib.models import default_dtype, load_model, smollm2_path
 
     if model_config not in MODEL_CONFIGS:
         raise ValueError(f"unknown --model-config {model_config!r}: use one of {MODEL_CONFIGS}")
@@ -61,9 +64,11 @@ def load_bench_model(model_config: str, device: str, dtype: torch.dtype | None =
     if model_config == "smollm2":
         model, tok = load_model("smollm2", device=device, dtype=dtype)
         return model, tok, {"model": "smollm2", "weights": "SmolLM2-135M-Instruct (embedded GGUF, dequantized)"}
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _, tok = load_model("smollm2", device="cpu")  # tokenizer only (ids < vocab of the Qwen config)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir or smollm2_path())  # ids < vocab of the Qwen config
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     config = qwen_config(model_config)
     torch.manual_seed(0)
     with torch.device(device):

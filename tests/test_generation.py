@@ -31,8 +31,10 @@ def test_batched_equals_unbatched_and_keeps_order(tiny):
     assert generate(model, tokenizer, PROMPTS[::-1], max_new_tokens=6, batch_size=2) == batched[::-1]
 
 
-SHARED = "a b c d e f g h i j k l m n o p q r s t"  # one "system prompt" for every query below
-GROUPED = [f"{SHARED} {q}" for q in ("u v", "w", "x y z a", "b")] + ["c d", f"{SHARED} {SHARED}"]
+# Two "system prompts" of different lengths, their queries, and prompts sharing nothing: batches of 3
+# mix prompts of both prefixes and of none.
+SHARED = ["a b c d e f g h i j k l m n o p q r s t", "z y x w v u t s"]
+GROUPED = [f"{system} {q}" for system in SHARED for q in ("u v", "w", "x y z a", "b")] + ["c d", f"{SHARED[0]} {SHARED[0]}"]
 
 
 @pytest.mark.parametrize("intervene", [False, True])
