@@ -8,7 +8,7 @@ prefix once and reuses its KV cache for every prompt that starts with it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -152,18 +152,33 @@ def batches(seqs: list[TokenSeq], batch_size: int, max_tokens: int) -> list[list
 class _Capture:
     """Forward hooks that reduce each layer's output to the rows we need, in place into `out`."""
 
-    def __init__(self, model: Any, layers: list[int], out: torch.Tensor, method: str):
+    def __init__(self, model: Any, layers: list[int], out: torch.Tensor, method: str,
+                 units: dict[int, torch.Tensor] | None = None):
         self.blocks = decoder_layers(model)
         self.layers = layers
         self.column = {layer: col for col, layer in enumerate(layers)}
         self.last = max(layers)
-        self.out = out
+        self.out = out  # [n_prompts, n_layers, d_model]; for "response_tokens" [n_layers, n_response_tokens]
         self.method = method
+        self.units = units  # "response_tokens": unit direction per layer
         self.active = False
+        self.batch: list[TokenSeq] = []
         self.rows: torch.Tensor | None = None  # output row per batch row
         self.read: torch.Tensor | None = None  # last_token: position per batch row
         self.weights: torch.Tensor | None = None  # response_mean: [b, t] averaging weights
+        self.offsets: dict[int, int] = {}  # response_tokens: first output column of each sequence
         self.handles: list[Any] = []
+
+    def begin(self, batch: list[TokenSeq], device: Any) -> None:
+        """Set what to read from the next forward: one row per sequence, right-padded after its prefix."""
+        width = max(len(s.rest) for s in batch)
+        self.batch = batch
+        self.rows = torch.tensor([s.index for s in batch])
+        self.read = torch.tensor([s.start - s.prefix for s in batch], device=device)
+        weights = torch.zeros((len(batch), width), dtype=torch.float32)
+        for row, seq in enumerate(batch):
+            weights[row, seq.start - seq.prefix : seq.stop - seq.prefix] = 1.0 / (seq.stop - seq.start)
+        self.weights = weights.to(device)
 
     def __enter__(self) -> _Capture:
         for layer in range(self.last + 1):
@@ -181,10 +196,17 @@ class _Capture:
             if self.active and layer in self.column:
                 if self.method == "last_token":
                     batch = torch.arange(hidden.shape[0], device=hidden.device)
-                    values = hidden[batch, self.read]
-                else:
+                    self.out[self.rows, self.column[layer]] = hidden[batch, self.read].float().cpu()
+                elif self.method == "response_mean":
                     values = torch.einsum("bt,btd->bd", self.weights, hidden.float())
-                self.out[self.rows, self.column[layer]] = values.float().cpu()
+                    self.out[self.rows, self.column[layer]] = values.cpu()
+                else:
+                    assert self.units is not None
+                    proj = (hidden.float() @ self.units[layer].to(hidden.device)).cpu()
+                    for row, seq in enumerate(self.batch):
+                        at = self.offsets[seq.index]
+                        span = proj[row, seq.start - seq.prefix : seq.stop - seq.prefix]
+                        self.out[self.column[layer], at : at + len(span)] = span
             if layer == self.last:
                 raise _StopForward
 
@@ -250,11 +272,13 @@ class PrefixTable:
         """Real tokens of each row's prefix: the position of the first token after it."""
         return self.mask[list(rows)].sum(-1)
 
-    def cache(self, model: Any, rows: Sequence[int]) -> Any:
-        """A fresh `DynamicCache` holding each row's prefix (a view when all rows share one prefix)."""
-        from transformers import DynamicCache
+    def cache(self, model: Any, rows: Sequence[int], max_len: int | None = None) -> Any:
+        """A fresh cache holding each row's prefix: a `DynamicCache` for one forward, or with `max_len` a
+        `StaticCache` of that many positions for generation (which then writes in place instead of
+        concatenating a growing cache at every step)."""
+        from transformers import DynamicCache, StaticCache
 
-        cache = DynamicCache(config=model.config)
+        cache = DynamicCache(config=model.config) if max_len is None else StaticCache(config=model.config, max_cache_len=max_len)
         same = len(set(rows)) == 1
         index = torch.tensor(list(rows), device=self.mask.device)
         for layer, (k, v) in enumerate(self.kv):
@@ -297,42 +321,78 @@ def extract(
         raise ValueError(f"batch_size and max_batch_tokens must be >= 1, got {batch_size}, {max_batch_tokens}")
     layers = check_layers(layers, model.config.num_hidden_layers)
     seqs = _tokenize(tokenizer, prompts, method, responses)
+    out = torch.zeros(len(seqs), len(layers), model.config.hidden_size, dtype=torch.float32)
+    with _Capture(model, layers, out, method) as capture:
+        _drive(model, tokenizer, seqs, capture, batch_size, max_batch_tokens, share_prefix, min_prefix,
+               progress, f"extract {method}")
+    return out
+
+
+def _drive(model: Any, tokenizer: Any, seqs: list[TokenSeq], capture: _Capture, batch_size: int, max_batch_tokens: int,
+           share_prefix: bool, min_prefix: int, progress: bool, desc: str) -> None:
+    """Run every sequence through the decoder with `capture` reading it: shared prefixes first, then batches."""
     base = base_model(model)
     device = next(model.parameters()).device
-    out = torch.zeros(len(seqs), len(layers), model.config.hidden_size, dtype=torch.float32)
-    prefixes = assign_prefixes(seqs, min_prefix) if share_prefix else []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    bar = tqdm(total=len(seqs), desc=f"extract {method}", disable=not progress, leave=False)
-    with _Capture(model, layers, out, method) as capture:
-        table = PrefixTable.build(model, prefixes, pad_id, capture.last, max_batch_tokens) if prefixes else None
-        for batch in batches(seqs, batch_size, max_batch_tokens):
-            width = max(len(s.rest) for s in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            weights = torch.zeros((len(batch), width), dtype=torch.float32)
-            read = torch.zeros(len(batch), dtype=torch.long)
-            for row, seq in enumerate(batch):  # right padding: positions are read by index
-                ids[row, : len(seq.rest)] = torch.tensor(seq.rest)
-                mask[row, : len(seq.rest)] = 1
-                read[row] = seq.start - seq.prefix
-                weights[row, seq.start - seq.prefix : seq.stop - seq.prefix] = 1.0 / (seq.stop - seq.start)
-            capture.rows = torch.tensor([s.index for s in batch])
-            capture.read = read.to(device)
-            capture.weights = weights.to(device)
-            kwargs: dict[str, Any] = {"input_ids": ids.to(device), "use_cache": False}
-            if batch[0].prefix:
-                assert table is not None
-                rows = [s.row for s in batch]
-                kwargs.update(cache=table.cache(model, rows), use_cache=True,
-                              attention_mask=torch.cat([table.mask[rows], mask.to(device)], dim=1),
-                              position_ids=table.lengths(rows)[:, None] + torch.arange(width, device=device))
-            else:
-                kwargs["attention_mask"] = mask.to(device)
-            capture.active = True
-            try:
-                _run(base, **kwargs)
-            finally:
-                capture.active = False
-            bar.update(len(batch))
+    prefixes = assign_prefixes(seqs, min_prefix) if share_prefix else []
+    table = PrefixTable.build(model, prefixes, pad_id, capture.last, max_batch_tokens) if prefixes else None
+    bar = tqdm(total=len(seqs), desc=desc, disable=not progress, leave=False)
+    for batch in batches(seqs, batch_size, max_batch_tokens):
+        width = max(len(s.rest) for s in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, seq in enumerate(batch):  # right padding: positions are read by index
+            ids[row, : len(seq.rest)] = torch.tensor(seq.rest)
+            mask[row, : len(seq.rest)] = 1
+        kwargs: dict[str, Any] = {"input_ids": ids.to(device), "use_cache": False}
+        if batch[0].prefix:
+            assert table is not None
+            rows = [s.row for s in batch]
+            kwargs.update(cache=table.cache(model, rows), use_cache=True,
+                          attention_mask=torch.cat([table.mask[rows], mask.to(device)], dim=1),
+                          position_ids=table.lengths(rows)[:, None] + torch.arange(width, device=device))
+        else:
+            kwargs["attention_mask"] = mask.to(device)
+        capture.begin(batch, device)
+        capture.active = True
+        try:
+            _run(base, **kwargs)
+        finally:
+            capture.active = False
+        bar.update(len(batch))
     bar.close()
-    return out
+
+
+@torch.inference_mode()
+def token_projections(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    direction: Mapping[int, torch.Tensor],
+    layers: Sequence[int],
+    batch_size: int = 32,
+    max_batch_tokens: int = 8192,
+    progress: bool = False,
+) -> dict[int, torch.Tensor]:
+    """Projection of every response token's residual stream on the unit direction, per layer.
+
+    One teacher-forced pass over prompt + response (as `extract(method="response_mean")`), but instead
+    of averaging, each response token's projection is kept: `{layer: Tensor[total response tokens]}`,
+    concatenated in prompt order. These are the per-position values a cap acts on during generation.
+    """
+    _check_inputs(prompts, "response_mean", responses)
+    layers = check_layers(layers, model.config.num_hidden_layers)
+    missing = [layer for layer in layers if layer not in direction]
+    if missing:
+        raise ValueError(f"direction has no vector for layers {missing}")
+    seqs = _tokenize(tokenizer, prompts, "response_mean", responses)
+    units = {layer: (direction[layer] / direction[layer].norm()).float() for layer in layers}
+    out = torch.zeros(len(layers), sum(s.stop - s.start for s in seqs), dtype=torch.float32)
+    with _Capture(model, layers, out, "response_tokens", units) as capture:
+        offset = 0
+        for seq in seqs:
+            capture.offsets[seq.index] = offset
+            offset += seq.stop - seq.start
+        _drive(model, tokenizer, seqs, capture, batch_size, max_batch_tokens, True, 16, progress, "token projections")
+    return {layer: out[col] for col, layer in enumerate(layers)}

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from transformers import StaticCache
 from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
 from axes_lib.activations import PrefixTable, TokenSeq, assign_prefixes, batches
@@ -57,7 +58,9 @@ def generate(
     prefixes = assign_prefixes(seqs, min_prefix) if share_prefix else []
     table = PrefixTable.build(model, prefixes, pad_id) if prefixes else None
     outputs: list[str] = [""] * len(items)
-    kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad_id, **generate_kwargs}
+    # A preallocated cache written in place (no torch.compile: shapes change from batch to batch).
+    kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad_id, "disable_compile": True,
+              **generate_kwargs}
     if not do_sample:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     bar = tqdm(total=len(items), desc="generate", disable=not progress, leave=False)
@@ -68,14 +71,16 @@ def generate(
         for row, seq in enumerate(batch):  # left padding: generation continues every row at the end
             ids[row, width - len(seq.rest) :] = torch.tensor(seq.rest)
             mask[row, width - len(seq.rest) :] = 1
-        ids, mask, extra = ids.to(device), mask.to(device), {}
+        ids, mask = ids.to(device), mask.to(device)
         if batch[0].prefix:  # [prefix (left-padded) | padding | rest]; generate counts positions from the mask
             assert table is not None
             rows = [seq.row for seq in batch]
             ids = torch.cat([table.ids[rows], ids], dim=1)
             mask = torch.cat([table.mask[rows], mask], dim=1)
-            extra = {"cache": table.cache(model, rows)}
-        out = model.generate(input_ids=ids, attention_mask=mask, **extra, **kwargs)
+            cache = table.cache(model, rows, max_len=ids.shape[1] + max_new_tokens)
+        else:
+            cache = StaticCache(config=model.config, max_cache_len=ids.shape[1] + max_new_tokens)
+        out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, **kwargs)
         for row, seq in enumerate(batch):
             outputs[seq.index] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).strip()
         bar.update(len(batch))
