@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import StaticCache
 from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
-from axes_lib.activations import PrefixTable, TokenSeq, assign_prefixes, batches
+from axes_lib.activations import PrefixTable, TokenSeq, assign_prefixes, batches, growing_cache
 
 
 def check_prompts(prompts: str | Sequence[str]) -> tuple[list[str], bool]:
@@ -58,9 +57,7 @@ def generate(
     prefixes = assign_prefixes(seqs, min_prefix) if share_prefix else []
     table = PrefixTable.build(model, prefixes, pad_id) if prefixes else None
     outputs: list[str] = [""] * len(items)
-    # A preallocated cache written in place (no torch.compile: shapes change from batch to batch).
-    kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad_id, "disable_compile": True,
-              **generate_kwargs}
+    kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad_id, **generate_kwargs}
     if not do_sample:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     bar = tqdm(total=len(items), desc="generate", disable=not progress, leave=False)
@@ -77,9 +74,9 @@ def generate(
             rows = [seq.row for seq in batch]
             ids = torch.cat([table.ids[rows], ids], dim=1)
             mask = torch.cat([table.mask[rows], mask], dim=1)
-            cache = table.cache(model, rows, max_len=ids.shape[1] + max_new_tokens)
+            cache = table.cache(model, rows, reserve=width + max_new_tokens)
         else:
-            cache = StaticCache(config=model.config, max_cache_len=ids.shape[1] + max_new_tokens)
+            cache = growing_cache(model, reserve=width + max_new_tokens)
         out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, **kwargs)
         for row, seq in enumerate(batch):
             outputs[seq.index] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).strip()

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import torch
 
+from axes_lib.activations import token_projections
 from axes_lib.directions import unit, validate_direction
 from axes_lib.models import base_model, decoder_layers
 
@@ -240,3 +241,27 @@ def percentile_thresholds(
         layer: float(torch.quantile(acts[:, column[layer]].double() @ units[layer].double(), q / 100))
         for layer in band
     }
+
+
+def token_thresholds(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    direction: Mapping[int, torch.Tensor],
+    band: Sequence[int],
+    percentiles: Sequence[float] = (25.0,),
+    batch_size: int = 32,
+) -> dict[float, dict[int, float]]:
+    """Capping thresholds from the positions a cap acts on: `{q: {layer: threshold}}`, the q-th percentile,
+    per layer of `band`, of the projections of every response token of (assistant, train) answers, read
+    in one teacher-forced pass.
+
+    This is Anthropic's recipe: a cap fires on individual positions, so its threshold comes from the
+    per-token distribution, not from one position per prompt (`percentile_thresholds`).
+    """
+    for q in percentiles:
+        if not 0 <= q <= 100:
+            raise ValueError(f"percentile q must be in [0, 100], got {q}")
+    proj = token_projections(model, tokenizer, prompts, responses, direction, list(band), batch_size=batch_size)
+    return {q: {layer: float(torch.quantile(proj[layer].double(), q / 100)) for layer in band} for q in percentiles}

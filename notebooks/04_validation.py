@@ -34,7 +34,7 @@ seed = 0
 n_boot = 1000
 n_perm = 20
 n_holdout_personas = 2
-capping_percentile = 25.0  # Anthropic's paper caps at the 25th percentile of assistant projections
+capping_percentile = 25.0  # Anthropic's paper caps at the 25th percentile of assistant token projections
 capping_band = 5  # number of layers capped by default, centred on the best layer
 artifacts_dir = "artifacts"
 
@@ -52,7 +52,9 @@ from axes_lib.figures import Plain, direction_discovery, layer_comparison, proje
 from axes_lib.io import load_tensors, read_jsonl, write_json, write_manifest
 from axes_lib.directions import load_direction
 from axes_lib.metrics import evaluate_layers, project, shuffled_null, split_by_persona, split_by_query
-from axes_lib.steering import percentile_thresholds
+from axes_lib.models import load_model
+from axes_lib.prompts import format_prompt, load_personas
+from axes_lib.steering import token_thresholds
 
 started = time.perf_counter()
 root = Path(artifacts_dir)
@@ -71,6 +73,15 @@ def rows_of(indices, rows):
     return [position[i] for i in indices if i in position]
 
 
+model, tokenizer = load_model(model_key)  # only for the capping thresholds (a teacher-forced pass)
+systems = {p.name: p.system for p in load_personas()}
+
+
+def prompt_of(i):
+    return format_prompt(systems[responses[i]["persona"]], responses[i]["query"], model_type=model_key, tokenizer=tokenizer)
+
+
+train_assistant = [i for i in train if responses[i]["kind"] == "assistant" and responses[i]["response"].strip()]
 evaluations, nulls, panels = {}, {}, []
 for method in ("last_token", "response_mean"):
     tensors, meta = load_tensors(root / "activations" / f"{model_key}_{method}.safetensors")
@@ -85,16 +96,19 @@ for method in ("last_token", "response_mean"):
                                   n_perm=n_perm, seed=seed)
     best = by_query["best_layer"]
     # Default capping settings for CappedModel: a band around the best layer, thresholds at a percentile
-    # of the train assistant projections on the committed direction (notebook 03, all train queries).
+    # of the projections of every response token of the train assistant answers on the committed
+    # direction (notebook 03, all train queries) -- the positions a cap acts on during generation.
     direction = load_direction(root / "directions" / f"{model_key}_{method}.safetensors")
     half = capping_band // 2
     band = [i for i in range(best - half, best - half + capping_band) if i in layers]
-    train_assistant = acts[[j for j in rows_of(train, rows) if is_assistant[j]]]
-    thresholds = percentile_thresholds(train_assistant, direction, layers, band, q=capping_percentile)
+    thresholds = token_thresholds(model, tokenizer, [prompt_of(i) for i in train_assistant],
+                                  [responses[i]["response"] for i in train_assistant], direction, band,
+                                  [capping_percentile])[capping_percentile]
     evaluations[method] = {
         "model": model_key, "method": method, "best_layer": best,
         "query_split": by_query, "persona_split": by_persona, "shuffled_null": nulls[method],
-        "capping": {"layers": band, "percentile": capping_percentile,
+        "capping": {"layers": band, "percentile": capping_percentile, "direction": method,
+                    "source": "projections of every response token of the assistant personas' train answers",
                     "thresholds": {str(k): v for k, v in thresholds.items()}},
     }
     write_json(root / "evaluations" / f"direction_eval_{model_key}_{method}.json", evaluations[method])

@@ -34,7 +34,6 @@ overwrite = False  # True: replace artifacts made with other parameters
 resume = True  # False: recompute from scratch (what make book FORCE 1 does)
 
 # %%
-import json
 import time
 from pathlib import Path
 
@@ -44,10 +43,10 @@ from myst_nb import glue
 
 from axes_lib.directions import load_direction
 from axes_lib.figures import Plain
-from axes_lib.io import claim_artifacts, load_tensors, read_json, read_jsonl, write_json, write_manifest
+from axes_lib.io import claim_artifacts, read_json, read_jsonl, write_json, write_manifest
 from axes_lib.models import load_model, model_name
-from axes_lib.prompts import contrastive_prompts, load_personas, load_queries
-from axes_lib.steering import percentile_thresholds
+from axes_lib.prompts import contrastive_prompts, format_prompt, load_personas, load_queries
+from axes_lib.steering import token_thresholds
 from axes_lib.sweeps import response_projection, sweep
 
 model_name(model_key)
@@ -58,8 +57,7 @@ root = Path(artifacts_dir)
 evaluation = read_json(root / "evaluations" / f"direction_eval_{model_key}_{method}.json")
 direction = load_direction(root / "directions" / f"{model_key}_{method}.safetensors")
 split = read_json(root / "evaluations" / f"{model_key}_split.json")
-tensors, meta = load_tensors(root / "activations" / f"{model_key}_{method}.safetensors")
-all_layers = json.loads(meta["layers"])
+all_layers = sorted(direction)
 n_layers = len(all_layers)
 if bands is None:
     width = len(evaluation["capping"]["layers"])
@@ -72,15 +70,20 @@ for name, band in bands.items():
         raise ValueError(f"band {name!r}: layers {bad or band} not available (model has {n_layers} layers)")
 holdout = [q for q in load_queries(100) if q.id in set(split["holdout_queries"])][:n_holdout_queries]  # categories interleaved
 
-# Thresholds per band and percentile, from the assistant personas' train prompts (step 4's recipe).
+# Thresholds per band and percentile: percentiles of the projections of every response token of the
+# assistant personas' train answers (step 4's recipe), the positions a cap acts on.
 responses = read_jsonl(root / "responses" / f"{model_key}_responses.jsonl")
-rows_ = tensors["rows"].tolist()
-train_assistant = [j for j, r in enumerate(rows_) if responses[r]["kind"] == "assistant"
-                   and responses[r]["query_id"] in set(split["train_queries"])]
+train_assistant = [r for r in responses if r["kind"] == "assistant" and r["query_id"] in set(split["train_queries"])
+                   and r["response"].strip()]
+model, tokenizer = load_model(model_key)
+systems = {p.name: p.system for p in load_personas()}
+train_prompts = [format_prompt(systems[r["persona"]], r["query"], model_type=model_key, tokenizer=tokenizer)
+                 for r in train_assistant]
 settings = [{"label": "uncapped", "layers": [], "strength": 0.0, "band": "none", "percentile": None}]
 for name, band in bands.items():
-    for q in percentiles:
-        tau = percentile_thresholds(tensors["acts"][train_assistant], direction, all_layers, band, q=q)
+    by_q = token_thresholds(model, tokenizer, train_prompts, [r["response"] for r in train_assistant], direction,
+                            band, percentiles, batch_size=batch_size)
+    for q, tau in by_q.items():
         settings.append({"label": f"cap:{name}:p{q:g}", "layers": band, "strength": tau, "band": name,
                          "percentile": q, "thresholds": {str(k): v for k, v in tau.items()}})
 pd.DataFrame([{"band": n, "layers": ", ".join(map(str, b))} for n, b in bands.items()])
@@ -95,7 +98,6 @@ if not claim_artifacts(manifest_path, params, overwrite=overwrite) or not resume
         path.unlink(missing_ok=True)
 write_manifest(manifest_path, params, seconds=0.0, complete=False)
 
-model, tokenizer = load_model(model_key)
 records = [{**r, "id": f"{r['persona']}/{r['query_id']}"}
            for r in contrastive_prompts(holdout, load_personas(), model_type=model_key, tokenizer=tokenizer)]
 others = [r for r in records if r["kind"] != "assistant"]

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from axes_lib.activations import extract
+from axes_lib.activations import extract, token_projections
 
 SYSTEMS = [
     "You are a helpful, precise assistant. Answer clearly and concisely, and stay polite and factual.",
@@ -169,3 +169,27 @@ def test_random_weight_models(tiny_model_dir, family):
     ref = _reference(model, tokenizer, prompts, "last_token")
     got = extract(model, tokenizer, prompts, batch_size=2, min_prefix=1, progress=False)
     _assert_matches(got, ref)
+
+
+def test_token_projections_match_plain_forward(smollm2_f64):
+    """Every response token's projection equals the one read from an unbatched output_hidden_states forward."""
+    model, tokenizer = smollm2_f64
+    prompts = _prompts(tokenizer)
+    torch.manual_seed(0)
+    layers = [2, 9, 29]
+    direction = {layer: torch.randn(model.config.hidden_size, dtype=torch.float64) for layer in layers}
+    got = token_projections(model, tokenizer, prompts, RESPONSES, direction, layers, batch_size=3)
+    pre_norm: list[torch.Tensor] = []
+    handle = model.model.norm.register_forward_pre_hook(lambda module, args: pre_norm.append(args[0]))
+    expected: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    for prompt, response in zip(prompts, RESPONSES):
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        full = ids + tokenizer(response, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            states = [*model.model(torch.tensor([full]), output_hidden_states=True).hidden_states[1:-1], pre_norm.pop()]
+        for layer in layers:
+            u = direction[layer] / direction[layer].norm()
+            expected[layer].append(states[layer][0, len(ids) :] @ u)
+    handle.remove()
+    for layer in layers:
+        torch.testing.assert_close(got[layer], torch.cat(expected[layer]).float(), atol=1e-4, rtol=0)

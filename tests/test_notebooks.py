@@ -41,6 +41,7 @@ def smoke(tmp_path_factory) -> Path:
         shutil.copy(ROOT / name, root / name)
     for page in (ROOT / "book").glob("*.md"):
         shutil.copy(page, root / "book" / page.name)
+    shutil.copytree(ROOT / "artifacts" / "bench", root / "artifacts" / "bench")  # measured by `make bench`, not here
     return root
 
 
@@ -104,6 +105,30 @@ def test_sweeps_store_answers_for_the_judge(smoke):
     capping = [json.loads(x) for x in (smoke / "artifacts/responses" / f"{KEY}_capping.jsonl").open()]
     assert {r["setting"] for r in capping} == {"uncapped", "cap:best:p25", "cap:early:p25", "cap:late:p25"}
     assert all(r["stats"] for r in capping if r["setting"] != "uncapped")
+
+
+def test_judge_scores_every_answer(smoke):
+    """Step 7 judged every answer of steps 5 and 6 (offline at smoke scale) and drew both figures."""
+    from axes_lib.evaluation import text_key
+
+    art = smoke / "artifacts"
+    answers = [json.loads(x) for name in ("additive", "additive_assistant", "capping", "capping_assistant")
+               for x in (art / "responses" / f"{KEY}_{name}.jsonl").open()]
+    judged = [json.loads(x) for x in (art / "evaluations" / f"judge_{KEY}_offline.jsonl").open()]
+    by_key = {r["key"]: r for r in judged if r["judge"] == f"offline:{KEY}:v1"}
+    assert {text_key(a["query"], a["response"]) for a in answers} <= set(by_key)
+    assert all(0 <= r[s] <= 10 for r in by_key.values() for s in ("assistant_likeness", "coherence"))
+    manifest = json.loads((art / "evaluations" / f"judge_{KEY}.manifest.json").read_text())
+    assert manifest["complete"] and manifest["n_answers"] == len(answers) and manifest["n_missing"] == 0
+    summary = json.loads((art / "evaluations" / f"judge_evaluation_{KEY}.json").read_text())
+    assert 0 <= summary["validation"]["assistant_likeness"]["auroc"] <= 1
+    assert (art / "judgements" / f"offline_{KEY}_coherence.json").is_file()
+    for figure in ("steering_evaluation", "capping_evaluation"):
+        assert (art / "figures" / f"{figure}.png").stat().st_size > 10_000
+    glued = _glued(smoke / "book/07_judge_evaluation.ipynb")
+    assert glued["judge_name"] == "the offline judge" and "only the offline judge ran" in glued["judge_agreement"]
+    for key in ("offline_auroc", "coherence_normal", "coherence_shuffled_words", "add_sweet_scale", "cap_sweet_setting"):
+        assert glued[key] not in (None, "nan"), key
 
 
 def test_resume_keeps_finished_rows(smoke, tmp_path):
