@@ -210,9 +210,10 @@ def steering(
 
 
 def _valid_positions(mask: torch.Tensor | None, hidden: torch.Tensor) -> torch.Tensor:
-    """Boolean `[batch, seq]` of real (non-padding) positions of the current forward."""
+    """Boolean `[batch, seq]` of real (non-padding) positions of the current forward, read from the 2-D
+    padding mask; anything else (no mask, or one already expanded to 4-D) counts every position."""
     batch, seq = hidden.shape[:2]
-    if mask is None or mask.ndim != 2 or mask.shape[0] != batch or mask.shape[1] < seq:
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 2 or mask.shape[0] != batch or mask.shape[1] < seq:
         return torch.ones(batch, seq, dtype=torch.bool, device=hidden.device)
     return mask[:, -seq:].to(device=hidden.device, dtype=torch.bool)
 
