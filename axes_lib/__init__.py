@@ -1,7 +1,8 @@
 """axes_lib: hooks, metrics and helpers for finding and steering along an LLM's assistant axis.
 
 One module per concern: models, prompts, activations, directions, metrics, steering, generation,
-capped (the seed's `CappedModel`), judge, figures, io. `import axes_lib` itself stays light.
+capped (the seed's `CappedModel`), judge, offline_judge, evaluation, figures, io. `import axes_lib`
+itself stays light.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["CappedModel"]
+__all__ = ["CappedModel", "OfflineJudge", "default_judge"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,4 +18,8 @@ def __getattr__(name: str) -> Any:
         from axes_lib.capped import CappedModel
 
         return CappedModel
+    if name in ("OfflineJudge", "default_judge"):
+        from axes_lib import offline_judge
+
+        return getattr(offline_judge, name)
     raise AttributeError(f"module 'axes_lib' has no attribute {name!r}")

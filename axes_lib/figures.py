@@ -132,6 +132,57 @@ def strength_curves(
     return fig
 
 
+SCALE_COLOR = {"assistant_likeness": "#2ca02c", "coherence": "#1f77b4"}
+
+
+def judged_curves(panels: Sequence[Mapping[str, Any]], title: str) -> Figure:
+    """Judged assistant-likeness and coherence (mean, 95 % CI) against strength, one panel per sweep.
+
+    A panel holds `rows` (from `evaluation.summarise`), the strength field `x`, `xlabel`, `title`, and
+    optionally `xscale` ("symlog" for scales spanning decades), `baseline` and `reference`
+    ({scale: value}: dotted = unsteered answers, dashed = assistant personas' answers) and `sweet_spot`
+    (an x value: a vertical line and a star on both curves).
+    """
+    from matplotlib.lines import Line2D
+
+    fig = Figure(figsize=(5.2 * len(panels), 4.3), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        rows = sorted(panel["rows"], key=lambda r: r[panel["x"]])
+        xs = np.array([r[panel["x"]] for r in rows], dtype=float)
+        for scale, color in SCALE_COLOR.items():
+            mean = np.array([r[f"{scale}_mean"] for r in rows], dtype=float)
+            low = np.array([r[f"{scale}_low"] for r in rows], dtype=float)
+            high = np.array([r[f"{scale}_high"] for r in rows], dtype=float)
+            ax.errorbar(xs, mean, yerr=[mean - low, high - mean], marker="o", ms=3, color=color, capsize=2, lw=1.5)
+            ax.fill_between(xs, low, high, color=color, alpha=0.15, lw=0)
+            if panel.get("baseline") and scale in panel["baseline"]:
+                ax.axhline(panel["baseline"][scale], color=color, ls=":", lw=1)
+            if panel.get("reference") and scale in panel["reference"]:
+                ax.axhline(panel["reference"][scale], color=color, ls="--", lw=0.8, alpha=0.7)
+            if panel.get("sweet_spot") is not None and panel["sweet_spot"] in xs:
+                i = int(np.flatnonzero(xs == panel["sweet_spot"])[0])
+                ax.plot([xs[i]], [mean[i]], marker="*", ms=14, color=color, mec="k", mew=0.6, ls="none")
+        if panel.get("sweet_spot") is not None:
+            ax.axvline(panel["sweet_spot"], color="k", ls="--", lw=0.8)
+        if panel.get("xscale") == "symlog":
+            positive = xs[xs > 0]
+            ax.set_xscale("symlog", linthresh=float(positive.min()) if positive.size else 1.0)
+        if xs.size:
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])
+            pad = 0.05 * (xs.max() - xs.min()) if xs.max() > xs.min() else 1.0
+            if panel.get("xscale") != "symlog":
+                ax.set_xlim(xs.min() - pad, xs.max() + pad)
+        ax.set(xlabel=panel["xlabel"], ylabel="judge score (0-10)", ylim=(-0.3, 10.3), title=panel["title"])
+    handles = [Line2D([], [], color=c, marker="o", ms=3, label=k.replace("_", "-")) for k, c in SCALE_COLOR.items()]
+    handles += [Line2D([], [], color="grey", ls=":", lw=1, label="unsteered answers"),
+                Line2D([], [], color="grey", ls="--", lw=0.8, label="assistant personas' answers"),
+                Line2D([], [], color="k", ls="--", lw=0.8, marker="*", ms=10, mfc="w", label="sweet spot")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
 class Plain(str):
     """A string that displays without quotes, for glued words and formatted numbers in the book's prose."""
 

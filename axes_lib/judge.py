@@ -486,7 +486,7 @@ class ClaudeJudge:
 
     def score(self, items: Sequence[Item] | Iterable[Item]) -> list[Score]:
         """Score items (cached ones without a request); the i-th Score belongs to the i-th item."""
-        items = [_coerce_item(it, i) for i, it in enumerate(items)]
+        items = [coerce_item(it, i) for i, it in enumerate(items)]
         keys = [self.cache_key(it) for it in items]
         results: dict[str, Score] = {}
         todo: dict[str, Item] = {}
@@ -841,7 +841,7 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def _coerce_item(obj: Any, index: int) -> Item:
+def coerce_item(obj: Any, index: int) -> Item:
     """Accept Item, a (query, response) pair or a mapping with query/response (and optional meta)."""
     if isinstance(obj, Item):
         item = obj
