@@ -18,11 +18,11 @@ from axes_lib.steering import SteeringStats, make_intervention, steering
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 
-def direction_path(key: str, method: str = "last_token", root: Path = ARTIFACTS) -> Path:
+def direction_path(key: str, method: str = "response_mean", root: Path = ARTIFACTS) -> Path:
     return root / "directions" / f"{key}_{method}.safetensors"
 
 
-def evaluation_path(key: str, method: str = "last_token", root: Path = ARTIFACTS) -> Path:
+def evaluation_path(key: str, method: str = "response_mean", root: Path = ARTIFACTS) -> Path:
     return root / "evaluations" / f"direction_eval_{key}_{method}.json"
 
 
@@ -57,7 +57,7 @@ class CappedModel:
         cls,
         key: str = "smollm2",
         direction: str | Path | None = None,
-        method: str = "last_token",
+        method: str = "response_mean",
         mode: str = "cap",
         layers: Sequence[int] | None = None,
         threshold: float | Mapping[int, float] | None = None,

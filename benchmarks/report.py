@@ -26,6 +26,7 @@ ROWS = [
     ("  axes_lib FLOP efficiency", "extract_last_token", "axes_lib_flop_efficiency", "of matmul peak"),
     ("  bare forward FLOP efficiency", "extract_last_token", "bare_forward_flop_efficiency", "of matmul peak"),
     ("response-mean extraction: axes_lib", "extract_response_mean", "axes_lib_prompts_per_s", "prompts/s"),
+    ("  bare forward over prompt + response", "extract_response_mean", "bare_forward_prompts_per_s", "prompts/s"),
     ("  naive loop, one prompt at a time", "extract_response_mean", "naive_prompts_per_s", "prompts/s"),
     ("generation: unsteered", "generation", "unsteered_tokens_per_s", "tokens/s"),
     ("  additive steering", "generation", "additive_tokens_per_s", "tokens/s"),
@@ -36,6 +37,7 @@ RATIOS = [
     ("extract_vs_bare_forward", "extraction ÷ bare forward"),
     ("extract_vs_naive", "extraction ÷ naive loop"),
     ("response_mean_vs_naive", "response-mean ÷ naive loop"),
+    ("response_mean_vs_bare_forward", "response-mean ÷ bare forward"),
     ("additive_vs_unsteered", "additive ÷ unsteered generation"),
     ("capped_vs_unsteered", "capped ÷ unsteered generation"),
 ]
@@ -99,10 +101,10 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.55 * len(RATIOS) * max(1, len(results))))
     height = 0.8 / max(1, len(results))
     for i, result in enumerate(results):
-        values = [result["ratios"].get(key) or 0.0 for key, _ in RATIOS]
+        values = [result["ratios"].get(key) for key, _ in RATIOS]  # None: not measured in that run
         ys = [j + i * height for j in range(len(RATIOS))]
-        bars = ax.barh(ys, values, height=height, label=title(result))
-        ax.bar_label(bars, labels=[f"{v:.2f}×" for v in values], padding=3, fontsize=8)
+        bars = ax.barh(ys, [float("nan") if v is None else v for v in values], height=height, label=title(result))
+        ax.bar_label(bars, labels=["" if v is None else f"{v:.2f}×" for v in values], padding=3, fontsize=8)
     ax.set_yticks([j + 0.4 - height / 2 for j in range(len(RATIOS))], [label for _, label in RATIOS])
     ax.invert_yaxis()
     ax.set_xscale("log")

@@ -305,14 +305,20 @@ def main(argv: list[str] | None = None) -> int:
     response_ids = tok(responses, add_special_tokens=False)["input_ids"]
     resp_len = [len(r) for r in response_ids]
     rm = dict(method="response_mean", responses=responses, progress=False)
+    full_ids = [p + r for p, r in zip(prompt_ids, response_ids, strict=True)]
+    rm_bare_batches = methods.padded_batches(full_ids, 32, 8192, pad_id)
+    rm_warm_batches = methods.padded_batches(full_ids[:warm_n], 32, 8192, pad_id)
     group = timed_group({
         "axes_lib_extract_response_mean": (
             lambda: extract(model, tok, prompts, **rm),
             lambda: extract(model, tok, prompts[:warm_n], method="response_mean", responses=responses[:warm_n], progress=False), True),
+        "bare_forward_response_mean": (lambda: methods.bare_forward(model, rm_bare_batches),
+                                       lambda: methods.bare_forward(model, rm_warm_batches), True),
         "naive_response_mean": (lambda: methods.naive_response_mean(model, prompt_ids, response_ids),
                                 lambda: methods.naive_response_mean(model, prompt_ids[:warm_n], response_ids[:warm_n]), False),
     })
     t_rm, t_rm_naive = group["axes_lib_extract_response_mean"], group["naive_response_mean"]
+    t_rm_bare = group["bare_forward_response_mean"]
     rm_layers = n_layers - 1 if n_layers > 1 else n_layers  # the naive last entry is post-norm: not comparable for a mean
     checks["response_mean_rel_err_axes_lib_vs_naive"] = rel_error(t_rm.result[:, :rm_layers], t_rm_naive.result[:, :rm_layers])
     checks["response_mean_layers_compared"] = rm_layers
@@ -321,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     checks["response_mean_direction_cosine_min"] = min(cosines(rd1, rd2).values())
     checks["response_mean_pass"] = (checks["response_mean_rel_err_axes_lib_vs_naive"] <= tol["activation_rel"]
                                     and checks["response_mean_direction_cosine_min"] >= tol["direction_cosine"])
-    t_rm.result = t_rm_naive.result = None
+    t_rm.result = t_rm_naive.result = t_rm_bare.result = None
 
     # ---------------------------------------------------------------- 3. generation: unsteered, additive, capped
     all_layers = list(range(n_layers))
@@ -414,8 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     extract_rm = {
         "axes_lib_prompts_per_s": per_s(t_rm, n),
+        "bare_forward_prompts_per_s": per_s(t_rm_bare, n),
         "naive_prompts_per_s": per_s(t_rm_naive, n),
         "axes_lib_flop_efficiency": eff("axes_lib_extract_response_mean"),
+        "bare_forward_flop_efficiency": eff("bare_forward_response_mean"),
         "response_tokens_mean": sum(resp_len) / n,
         "responses": "generated greedily by the model, untimed" if real_weights else "fixed text (random-weight model)",
         "responses_seconds": responses_seconds,
@@ -441,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         "extract_no_prefix_sharing_vs_bare_forward": ratio(per_s(t_ax_np, n), per_s(t_bare, n)),
         "extract_vs_naive": ratio(per_s(t_ax, n), per_s(t_naive, n)),
         "response_mean_vs_naive": ratio(per_s(t_rm, n), per_s(t_rm_naive, n)),
+        "response_mean_vs_bare_forward": ratio(per_s(t_rm, n), per_s(t_rm_bare, n)),
         "additive_vs_unsteered": ratio(generation["additive_tokens_per_s"], generation["unsteered_tokens_per_s"]),
         "capped_vs_unsteered": ratio(generation["capped_tokens_per_s"], generation["unsteered_tokens_per_s"]),
         "additive_vs_unsteered_at_median": ratio(per_s(t_gen["additive"], G * T, "median"), per_s(t_gen["unsteered"], G * T, "median")),
@@ -449,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     targets = {
         "extract_vs_fastest_peer": {"target": TARGETS["extract_vs_fastest_peer"], "value": ratios["extract_vs_fastest_peer"]},
         "extract_vs_bare_forward": {"target": TARGETS["extract_vs_bare_forward"], "value": ratios["extract_vs_bare_forward"]},
+        "response_mean_vs_bare_forward": {"target": TARGETS["extract_vs_bare_forward"], "value": ratios["response_mean_vs_bare_forward"]},
         "additive_vs_unsteered": {"target": TARGETS["steered_vs_unsteered"], "value": ratios["additive_vs_unsteered"]},
         "capped_vs_unsteered": {"target": TARGETS["steered_vs_unsteered"], "value": ratios["capped_vs_unsteered"]},
     }
@@ -456,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         v["met"] = v["value"] is not None and v["value"] >= v["target"]
 
     units = {"axes_lib_extract": n, "axes_lib_extract_no_prefix_sharing": n, "bare_forward": n, "naive_last_token": n,
-             **{k: n for k in peer_names}, "axes_lib_extract_response_mean": n, "naive_response_mean": n,
+             **{k: n for k in peer_names}, "axes_lib_extract_response_mean": n, "bare_forward_response_mean": n, "naive_response_mean": n,
              **{f"generate_{label}": G * T for label in ("unsteered", "additive", "capped")}}
     raw = {name: t.summary(units.get(name), "tokens" if name.startswith("generate") else "prompts") for name, t in timings.items()}
     for name, f in flops.items():

@@ -31,6 +31,8 @@ overwrite = False  # True: replace artifacts made with other parameters
 resume = True  # False: recompute from scratch (what make book FORCE 1 does)
 
 # %%
+import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -43,13 +45,17 @@ from axes_lib.models import load_model, model_name
 from axes_lib.prompts import contrastive_prompts, load_personas, load_queries
 
 model_name(model_key)  # a bad key fails here, before anything is loaded
-params = dict(model_key=model_key, n_queries=n_queries, personas=personas, max_new_tokens=max_new_tokens)
 out_path = Path(artifacts_dir) / "responses" / f"{model_key}_responses.jsonl"
 manifest_path = out_path.with_suffix(".manifest.json")
 queries = load_queries(n_queries)
 chosen = [p for p in load_personas() if personas is None or p.name in personas]
 if personas is not None and len(chosen) != len(set(personas)):
     raise ValueError(f"unknown personas {sorted(set(personas) - {p.name for p in chosen})}")
+# The texts themselves are part of the parameters: responses to an edited persona or query are never resumed.
+prompt_data = hashlib.sha256(json.dumps([[p.name, p.system] for p in chosen] + [[q.id, q.text] for q in queries])
+                             .encode()).hexdigest()[:16]
+params = dict(model_key=model_key, n_queries=n_queries, personas=personas, max_new_tokens=max_new_tokens,
+              prompt_data=prompt_data)
 started = time.perf_counter()
 
 # %% [markdown]
@@ -66,7 +72,7 @@ pd.DataFrame([{"persona": p.label, "kind": p.kind, "system prompt": p.system} fo
 # ## Generate, resuming from what is already on disk
 
 # %%
-if not claim_artifacts(manifest_path, params, overwrite=overwrite) or not resume:
+if not resume or not claim_artifacts(manifest_path, params, overwrite=overwrite):
     out_path.unlink(missing_ok=True)  # other parameters (with overwrite=True) or a forced rerun: start afresh
 write_manifest(manifest_path, params, seconds=0.0, complete=False)
 done = {(r["persona"], r["query_id"]) for r in read_jsonl(out_path)} if out_path.exists() else set()

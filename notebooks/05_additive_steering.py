@@ -20,10 +20,14 @@
 #
 # Raw scales mean different things in different models (and at different depths), so the sweep also
 # runs scales in units of the standard deviation of the projections at the steered layer.
+#
+# We steer along the **response-mean** axis at its best layer: the intervention acts on every
+# position of the answer, and that direction is estimated from those positions (the last-token axis
+# describes only the end of the prompt). Step 6 uses the same axis.
 
 # %% tags=["parameters"]
 model_key = "smollm2"
-method = "last_token"  # which direction to steer along
+method = "response_mean"  # which direction to steer along (see the text above)
 layers = None  # None: the best layer found in step 4
 scales = [0, 5, 10, 20, 50, 100, 200]  # in the model's units (the seed's range goes to 100+)
 sd_scales = [1, 2, 4, 8]  # in units of the projection SD at each steered layer
@@ -80,7 +84,7 @@ params = dict(model_key=model_key, method=method, layers=layers, scales=scales, 
               n_holdout_queries=n_holdout_queries, max_new_tokens=max_new_tokens)
 out_path = root / "responses" / f"{model_key}_additive.jsonl"
 manifest_path = out_path.with_suffix(".manifest.json")
-if not claim_artifacts(manifest_path, params, overwrite=overwrite) or not resume:
+if not resume or not claim_artifacts(manifest_path, params, overwrite=overwrite):
     for path in (out_path, out_path.with_name(f"{model_key}_additive_assistant.jsonl")):
         path.unlink(missing_ok=True)
 write_manifest(manifest_path, params, seconds=0.0, complete=False)

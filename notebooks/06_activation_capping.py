@@ -20,11 +20,17 @@
 # layer (Anthropic's paper caps at the 25th percentile over a band at 70–90 % depth; the seed found
 # early-to-middle layers better at 3B). We sweep the percentile for three layer bands on the held-out
 # queries under the non-assistant personas, and check that capping leaves assistant answers alone.
+#
+# The direction is the **response-mean** axis, as in Anthropic's paper: a cap acts on every position
+# of the answer as it is generated, and that direction is estimated from exactly those positions
+# (the mean over the response tokens), while the last-token direction describes one position, the
+# end of the prompt. The thresholds come from the same positions: the projections of every response
+# token of the assistant personas' train answers.
 
 # %% tags=["parameters"]
 model_key = "smollm2"
-method = "last_token"
-percentiles = [10, 25, 50, 75, 90]
+method = "response_mean"  # which direction to cap along (see the text above)
+percentiles = [25, 50, 75, 90]
 bands = None  # None: {"best": the band of step 4, "early": ~25-40 % depth, "late": ~70-90 % depth}; or {name: [layers]}
 n_holdout_queries = 10  # held-out queries used (None: all of them)
 max_new_tokens = 48
@@ -93,7 +99,7 @@ params = dict(model_key=model_key, method=method, percentiles=percentiles, bands
               max_new_tokens=max_new_tokens)
 out_path = root / "responses" / f"{model_key}_capping.jsonl"
 manifest_path = out_path.with_suffix(".manifest.json")
-if not claim_artifacts(manifest_path, params, overwrite=overwrite) or not resume:
+if not resume or not claim_artifacts(manifest_path, params, overwrite=overwrite):
     for path in (out_path, out_path.with_name(f"{model_key}_capping_assistant.jsonl")):
         path.unlink(missing_ok=True)
 write_manifest(manifest_path, params, seconds=0.0, complete=False)

@@ -33,10 +33,10 @@ model_key = "smollm2"
 judge_kind = "auto"  # auto: Claude when an API key is configured, else offline; or "offline" / "claude"
 claude_model = None  # None: the default of axes_lib.judge
 coherence_margin = 1.0  # sweet spot: mean coherence at most this many points below the unsteered answers
-n_validation = 90  # held-out answers (each also broken three ways) for the coherence check
-n_reference = 270  # train answers whose features anchor the coherence scale (None: all of them)
+n_validation = 60  # held-out answers (each also broken three ways) for the coherence check
+n_reference = 150  # train answers whose features anchor the coherence scale (None: all of them)
 n_boot = 1000
-batch_size = 16
+batch_size = 32
 artifacts_dir = "artifacts"
 resume = True  # False: judge everything again (Claude's own cache still answers without new requests)
 

@@ -29,7 +29,7 @@
 
 # %% tags=["parameters"]
 model_key = "smollm2"
-method = "last_token"  # which direction to steer along
+method = "response_mean"  # which direction to steer along (see the text above)
 personas = None  # None: the first three non-assistant personas; or a list of persona names
 n_demo_queries = 3  # held-out queries, taken from different categories where possible
 add_scales_sd = [0, 1, 2, 4, 6, 8]  # additive scales, in units of the projection SD at the steered layer
