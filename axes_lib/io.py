@@ -17,9 +17,10 @@ import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are handled, so the judge can use this module without it
+    import torch
 
 PathLike = str | os.PathLike
 
@@ -52,7 +53,7 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
 
 def _json_default(obj: Any) -> Any:
     """Turn numpy/torch scalars and arrays, paths and sets into plain JSON values."""
-    if isinstance(obj, torch.Tensor):
+    if type(obj).__module__.startswith("torch") and hasattr(obj, "tolist"):
         return obj.detach().cpu().tolist()
     if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy arrays and scalars
         return obj.tolist()
@@ -152,6 +153,8 @@ def save_tensors(path: PathLike, tensors: Mapping[str, torch.Tensor], metadata: 
         if not isinstance(key, str) or not isinstance(value, str):
             raise ValueError(f"safetensors metadata must map str to str: key {key!r} has a {type(value).__name__} value; pass str(value) or json.dumps(value)")
     for name, tensor in tensors.items():
+        import torch
+
         if not isinstance(tensor, torch.Tensor):
             raise ValueError(f"tensor {name!r} is a {type(tensor).__name__}: save_tensors takes torch.Tensor values")
     # clone(): safetensors refuses tensors that share storage (e.g. rows of one matrix).
@@ -211,7 +214,7 @@ def write_manifest(path: PathLike, params: Mapping[str, Any], seconds: float, **
         "code_version": code_version(),
         "seconds": round(float(seconds), 3),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "versions": {"python": platform.python_version(), "torch": _torch_version()},
     }
     clash = set(extra) & set(manifest)
     if clash:
@@ -240,3 +243,12 @@ def claim_artifacts(manifest_path: PathLike, params: Mapping[str, Any], overwrit
         f"{path} was made with other parameters (differ: {changed}); pass overwrite=True to replace those "
         "artifacts, or write to another artifacts_dir"
     )
+
+
+def _torch_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("torch")
+    except Exception:  # noqa: BLE001 - a manifest without the version is still a manifest
+        return None

@@ -25,13 +25,14 @@ import random
 import string
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from axes_lib.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -258,21 +259,7 @@ def available_claude_key() -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
-# Small private file helpers (kept here so importing the judge does not import torch)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+# Small private file helpers for the judgement cache (which tolerates damaged lines anywhere)
 
 
 def _read_jsonl_tolerant(path: Path) -> tuple[list[dict], int]:
@@ -682,7 +669,7 @@ class ClaudeJudge:
         if path is None:
             return
         if batches:
-            _atomic_write_text(path, json.dumps({"batches": batches}, indent=1) + "\n")
+            atomic_write_text(path, json.dumps({"batches": batches}, indent=1) + "\n")
         else:
             path.unlink(missing_ok=True)
 

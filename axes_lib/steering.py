@@ -231,8 +231,7 @@ def percentile_thresholds(
 
     `acts` columns are labelled by `layers`; Anthropic's paper caps at the 25th percentile over a band of layers.
     """
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile q must be in [0, 100], got {q}")
+    _check_percentile(q)
     units = unit(direction)
     column = {layer: col for col, layer in enumerate(layers)}
     missing = [layer for layer in band if layer not in column or layer not in units]
@@ -262,7 +261,17 @@ def token_thresholds(
     per-token distribution, not from one position per prompt (`percentile_thresholds`).
     """
     for q in percentiles:
-        if not 0 <= q <= 100:
-            raise ValueError(f"percentile q must be in [0, 100], got {q}")
+        _check_percentile(q)
     proj = token_projections(model, tokenizer, prompts, responses, direction, list(band), batch_size=batch_size)
-    return {q: {layer: float(torch.quantile(proj[layer].double(), q / 100)) for layer in band} for q in percentiles}
+    return {q: quantile_thresholds(proj, q) for q in percentiles}
+
+
+def quantile_thresholds(projections: Mapping[int, torch.Tensor], q: float) -> dict[int, float]:
+    """The q-th percentile of each layer's projections (e.g. from `activations.token_projections`)."""
+    _check_percentile(q)
+    return {layer: float(torch.quantile(values.double(), q / 100)) for layer, values in projections.items()}
+
+
+def _check_percentile(q: float) -> None:
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be in [0, 100], got {q}")

@@ -17,7 +17,22 @@ from axes_lib.activations import extract
 from axes_lib.generation import generate
 from axes_lib.io import append_jsonl, read_jsonl
 from axes_lib.metrics import project
+from axes_lib.prompts import format_prompt, load_personas
 from axes_lib.steering import steering
+
+
+def calibration_answers(
+    responses: Sequence[Mapping[str, Any]], train_queries: Sequence[str], tokenizer: Any, model_key: str
+) -> tuple[list[str], list[str]]:
+    """Prompts and responses of the assistant personas' non-empty answers to the train queries: what
+    capping thresholds are calibrated on (`steering.token_thresholds`)."""
+    systems = {p.name: p.system for p in load_personas()}
+    train = set(train_queries)
+    rows = [r for r in responses if r["kind"] == "assistant" and r["query_id"] in train and r["response"].strip()]
+    if not rows:
+        raise ValueError("no assistant answers to the train queries to calibrate capping thresholds on")
+    prompts = [format_prompt(systems[r["persona"]], r["query"], model_type=model_key, tokenizer=tokenizer) for r in rows]
+    return prompts, [r["response"] for r in rows]
 
 
 def sweep(

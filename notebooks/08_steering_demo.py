@@ -49,12 +49,14 @@ import pandas as pd
 from IPython.display import HTML, display
 from myst_nb import glue
 
+from axes_lib.activations import token_projections
 from axes_lib.demo import build_grid, live_demo, slider_html, slider_page
 from axes_lib.directions import load_direction
 from axes_lib.io import atomic_write_text, claim_artifacts, load_tensors, read_json, read_jsonl, write_json, write_manifest
 from axes_lib.models import load_model, model_name
 from axes_lib.prompts import load_personas, load_queries
-from axes_lib.steering import percentile_thresholds, projection_sd
+from axes_lib.steering import projection_sd, quantile_thresholds
+from axes_lib.sweeps import calibration_answers
 
 model_name(model_key)
 if any(s < 0 for s in add_scales_sd):
@@ -90,19 +92,20 @@ interleaved += [q for q in holdout if q not in interleaved]
 queries = interleaved[:n_demo_queries]
 
 # Units: the projection SD at the steered layer (as in step 5) and capping thresholds at percentiles of
-# the assistant personas' train projections on the capping band (as in steps 4 and 6).
+# the projections of every response token of the assistant personas' train answers (as in steps 4 and 6).
 tensors, meta = load_tensors(root / "activations" / f"{model_key}_{method}.safetensors")
 responses = read_jsonl(root / "responses" / f"{model_key}_responses.jsonl")
 all_layers = json.loads(meta["layers"])
-rows = tensors["rows"].tolist()
-train = set(split["train_queries"])
-train_rows = [j for j, r in enumerate(rows) if responses[r]["query_id"] in train]
-train_assistant = [j for j in train_rows if responses[rows[j]]["kind"] == "assistant"]
+train_rows = [j for j, r in enumerate(tensors["rows"].tolist()) if responses[r]["query_id"] in set(split["train_queries"])]
 sd = projection_sd(tensors["acts"][train_rows][:, [all_layers.index(i) for i in add_layers]], direction, add_layers)
+del tensors
+model, tokenizer = load_model(model_key)
+calibration = calibration_answers(responses, split["train_queries"], tokenizer, model_key)
+token_proj = token_projections(model, tokenizer, *calibration, direction, cap_layers, batch_size=batch_size)
 
 
 def cap_thresholds(q: float) -> dict[int, float]:
-    return percentile_thresholds(tensors["acts"][train_assistant], direction, all_layers, cap_layers, q=q)
+    return quantile_thresholds(token_proj, q)
 
 
 add_scales = [{i: k * sd[i] for i in add_layers} for k in add_scales_sd]
@@ -112,7 +115,7 @@ pd.DataFrame([
      "strengths": ", ".join(f"{k:g} SD" for k in add_scales_sd), "unit": f"1 SD = {sd[add_layers[0]]:.2f}"},
     {"mode": "cap", "layers": ", ".join(map(str, cap_layers)),
      "strengths": ", ".join("none" if q is None else f"p{q:g}" for q in cap_percentiles),
-     "unit": "percentile of assistant projections"},
+     "unit": "percentile of assistant token projections"},
 ]).set_index("mode")
 
 # %% [markdown]
@@ -131,7 +134,6 @@ grid_path = demo_dir / f"{model_key}_grid.json"
 manifest_path = demo_dir / f"{model_key}_grid.manifest.json"
 claim_artifacts(manifest_path, params, overwrite=overwrite)  # refuses to replace a grid made with other parameters
 
-model, tokenizer = load_model(model_key)
 grid_started = time.perf_counter()
 grid = build_grid(
     model, tokenizer, direction, chosen, queries,

@@ -171,3 +171,17 @@ def test_steering_rejects_mismatched_direction(tiny):
     with pytest.raises(ValueError, match="no vector for layers"):
         with steering(model, {0: torch.randn(model.config.hidden_size)}, layers=[1], mode="add", scale=1.0):
             pass
+
+
+def test_quantile_thresholds_match_numpy():
+    import numpy as np
+
+    from axes_lib.steering import quantile_thresholds
+
+    torch.manual_seed(0)
+    projections = {3: torch.randn(1001), 7: torch.randn(57) * 5 + 2}
+    got = quantile_thresholds(projections, 25)
+    for layer, values in projections.items():
+        assert abs(got[layer] - float(np.percentile(values.double().numpy(), 25))) < 1e-9
+    with pytest.raises(ValueError, match="percentile"):
+        quantile_thresholds(projections, 101)
