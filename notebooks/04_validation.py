@@ -53,8 +53,8 @@ from axes_lib.io import load_tensors, read_jsonl, write_json, write_manifest
 from axes_lib.directions import load_direction
 from axes_lib.metrics import evaluate_layers, project, shuffled_null, split_by_persona, split_by_query
 from axes_lib.models import load_model
-from axes_lib.prompts import format_prompt, load_personas
 from axes_lib.steering import token_thresholds
+from axes_lib.sweeps import calibration_answers
 
 started = time.perf_counter()
 root = Path(artifacts_dir)
@@ -74,14 +74,7 @@ def rows_of(indices, rows):
 
 
 model, tokenizer = load_model(model_key)  # only for the capping thresholds (a teacher-forced pass)
-systems = {p.name: p.system for p in load_personas()}
-
-
-def prompt_of(i):
-    return format_prompt(systems[responses[i]["persona"]], responses[i]["query"], model_type=model_key, tokenizer=tokenizer)
-
-
-train_assistant = [i for i in train if responses[i]["kind"] == "assistant" and responses[i]["response"].strip()]
+calibration = calibration_answers(responses, {responses[i]["query_id"] for i in train}, tokenizer, model_key)
 evaluations, nulls, panels = {}, {}, []
 for method in ("last_token", "response_mean"):
     tensors, meta = load_tensors(root / "activations" / f"{model_key}_{method}.safetensors")
@@ -101,9 +94,7 @@ for method in ("last_token", "response_mean"):
     direction = load_direction(root / "directions" / f"{model_key}_{method}.safetensors")
     half = capping_band // 2
     band = [i for i in range(best - half, best - half + capping_band) if i in layers]
-    thresholds = token_thresholds(model, tokenizer, [prompt_of(i) for i in train_assistant],
-                                  [responses[i]["response"] for i in train_assistant], direction, band,
-                                  [capping_percentile])[capping_percentile]
+    thresholds = token_thresholds(model, tokenizer, *calibration, direction, band, [capping_percentile])[capping_percentile]
     evaluations[method] = {
         "model": model_key, "method": method, "best_layer": best,
         "query_split": by_query, "persona_split": by_persona, "shuffled_null": nulls[method],
