@@ -51,9 +51,9 @@ from axes_lib.directions import load_direction
 from axes_lib.figures import Plain
 from axes_lib.io import claim_artifacts, read_json, read_jsonl, write_json, write_manifest
 from axes_lib.models import load_model, model_name
-from axes_lib.prompts import contrastive_prompts, format_prompt, load_personas, load_queries
+from axes_lib.prompts import contrastive_prompts, load_personas, load_queries
 from axes_lib.steering import token_thresholds
-from axes_lib.sweeps import response_projection, sweep
+from axes_lib.sweeps import calibration_answers, response_projection, sweep
 
 model_name(model_key)
 if not percentiles or any(not 0 <= q <= 100 for q in percentiles):
@@ -78,17 +78,12 @@ holdout = [q for q in load_queries(100) if q.id in set(split["holdout_queries"])
 
 # Thresholds per band and percentile: percentiles of the projections of every response token of the
 # assistant personas' train answers (step 4's recipe), the positions a cap acts on.
-responses = read_jsonl(root / "responses" / f"{model_key}_responses.jsonl")
-train_assistant = [r for r in responses if r["kind"] == "assistant" and r["query_id"] in set(split["train_queries"])
-                   and r["response"].strip()]
 model, tokenizer = load_model(model_key)
-systems = {p.name: p.system for p in load_personas()}
-train_prompts = [format_prompt(systems[r["persona"]], r["query"], model_type=model_key, tokenizer=tokenizer)
-                 for r in train_assistant]
+calibration = calibration_answers(read_jsonl(root / "responses" / f"{model_key}_responses.jsonl"),
+                                  split["train_queries"], tokenizer, model_key)
 settings = [{"label": "uncapped", "layers": [], "strength": 0.0, "band": "none", "percentile": None}]
 for name, band in bands.items():
-    by_q = token_thresholds(model, tokenizer, train_prompts, [r["response"] for r in train_assistant], direction,
-                            band, percentiles, batch_size=batch_size)
+    by_q = token_thresholds(model, tokenizer, *calibration, direction, band, percentiles, batch_size=batch_size)
     for q, tau in by_q.items():
         settings.append({"label": f"cap:{name}:p{q:g}", "layers": band, "strength": tau, "band": name,
                          "percentile": q, "thresholds": {str(k): v for k, v in tau.items()}})
