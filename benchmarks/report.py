@@ -59,7 +59,7 @@ def table(result: dict[str, Any]) -> str:
     """One results file as a Markdown section: settings, throughputs, targets and correctness."""
     s, c = result["settings"], result["correctness"]
     lines = [
-        f"### {title(result)}",
+        f"## {title(result)}",
         "",
         f"{result['machine']}; {s['prompts']} prompts ({s['queries']} queries × {len(s['personas'])} personas), "
         f"{s['layers']} layers, {s['repeats']} timed repeats after a warm-up, throughput from the fastest repeat; "
