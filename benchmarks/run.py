@@ -1,6 +1,6 @@
 """Benchmark axes_lib extraction and steering against repeng, steering-vectors, naive loops and a bare forward.
 
-    python -m benchmarks.run                      # SmolLM2 on CPU, 180 prompts, 3 repeats
+    python -m benchmarks.run                      # SmolLM2 on CPU, 45 prompts, 3 repeats
     python -m benchmarks.run --quick              # a small run (45 prompts, 2 repeats, short generation)
     python -m benchmarks.run --device cuda --model-config qwen   # Qwen2.5-3B-shaped random model, bf16
 
@@ -90,7 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="smollm2 (embedded, real weights) or a random-weight Qwen2.5-3B-shaped model (qwen) / its tiny CPU dry-run version")
     p.add_argument("--out", default=None, help="results JSON (default artifacts/bench/results.json for the default full run)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per figure (default 3, quick 2)")
-    p.add_argument("--queries", type=int, default=None, help="queries, round-robin over categories (default 20 -> x 9 personas = 180 prompts; quick 2)")
+    p.add_argument("--queries", type=int, default=None, help="queries, round-robin over categories (default 5 -> x 9 personas = 45 prompts; quick 2). The persona "
+                   "prompts are long (63-330 tokens), so on a 2-core CPU the peers take minutes per repeat at 45 prompts")
     p.add_argument("--gen-prompts", type=int, default=None, help="prompts in the generation batch (default 16, quick 8)")
     p.add_argument("--gen-tokens", type=int, default=None, help="new tokens per prompt, forced with min_new_tokens (default 64, quick 16)")
     p.add_argument("--response-tokens", type=int, default=32, help="max tokens of the responses used for response-mean")
@@ -103,7 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (2 if args.quick else 3)
-    args.queries = args.queries or (2 if args.quick else 20)
+    args.queries = args.queries or (2 if args.quick else 5)
     if args.repeng_train is None:
         args.repeng_train = args.quick
     args.gen_prompts = args.gen_prompts or (8 if args.quick else 16)
