@@ -52,7 +52,8 @@ def _fmt(value: Any, unit: str) -> str:
 
 
 def title(result: dict[str, Any]) -> str:
-    return f"{result['model']} on {result['device']} ({result['dtype']})"
+    peers = "" if result.get("peers") else ", peers not run"
+    return f"{result['model']} on {result['device']} ({result['dtype']}{peers}), {result['manifest']['created'][:16]}"
 
 
 def table(result: dict[str, Any]) -> str:
