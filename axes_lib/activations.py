@@ -175,10 +175,11 @@ class _Capture:
         self.batch = batch
         self.rows = torch.tensor([s.index for s in batch])
         self.read = torch.tensor([s.start - s.prefix for s in batch], device=device)
-        weights = torch.zeros((len(batch), width), dtype=torch.float32)
-        for row, seq in enumerate(batch):
-            weights[row, seq.start - seq.prefix : seq.stop - seq.prefix] = 1.0 / (seq.stop - seq.start)
-        self.weights = weights.to(device)
+        if self.method == "response_mean":  # the other methods read positions, not weights
+            weights = torch.zeros((len(batch), width), dtype=torch.float32)
+            for row, seq in enumerate(batch):
+                weights[row, seq.start - seq.prefix : seq.stop - seq.prefix] = 1.0 / (seq.stop - seq.start)
+            self.weights = weights.to(device)
 
     def __enter__(self) -> _Capture:
         for layer in range(self.last + 1):

@@ -53,7 +53,7 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
 
 def _json_default(obj: Any) -> Any:
     """Turn numpy/torch scalars and arrays, paths and sets into plain JSON values."""
-    if type(obj).__module__.startswith("torch") and hasattr(obj, "tolist"):
+    if hasattr(obj, "detach") and hasattr(obj, "tolist"):  # a torch tensor (torch itself is not imported here)
         return obj.detach().cpu().tolist()
     if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy arrays and scalars
         return obj.tolist()
