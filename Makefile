@@ -137,6 +137,7 @@ book: html
 
 # Renders book/ as it is after the notebooks have run.
 html: $(STAMP) $(EXECUTED)
+	$(PY) -m benchmarks.build_times book artifacts/bench/build_times.md
 	$(BIN)/jupyter-book build . $(JB_FLAGS)
 	@test -f _build/html/index.html
 	@echo ">> book: $(CURDIR)/_build/html/index.html"

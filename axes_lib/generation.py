@@ -54,7 +54,7 @@ def generate(
     encoded = tokenizer(items, add_special_tokens=False)["input_ids"]
     # A shared prefix stops before each prompt's last token: generation needs one new input position.
     seqs = [TokenSeq(i, ids, len(ids) - 1, len(ids)) for i, ids in enumerate(encoded)]
-    prefixes = assign_prefixes(seqs, min_prefix) if share_prefix else []
+    prefixes = assign_prefixes(seqs, min_prefix, own=True) if share_prefix else []
     table = PrefixTable.build(model, prefixes, pad_id) if prefixes else None
     outputs: list[str] = [""] * len(items)
     kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad_id, **generate_kwargs}

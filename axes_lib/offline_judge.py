@@ -5,11 +5,14 @@ no Anthropic key is configured, so the whole book builds offline. Both scales ar
 contrastive answers of step 1 (`artifacts/responses/{key}_responses.jsonl`), on the **train** queries
 of step 4's split only; the held-out queries are left for `validation()`.
 
-* **Assistant-likeness** — TF-IDF over word 1–2-grams and character 2–5-grams, and a logistic
-  regression that tells assistant-persona answers from non-assistant ones. The features are the text's
-  own, independent of the steered model's activations. The classifier's decision value is calibrated by
-  Platt scaling on out-of-fold predictions (folds grouped by query, classes weighted equally), and the
-  score is `10 · P(assistant | text)`: 5 means the text could come from either side.
+* **Assistant-likeness** — TF-IDF over word 1–2-grams and character 2–5-grams, and a multinomial
+  logistic regression over the personas (the two kinds weighted equally); its decision value is the
+  log-odds of "one of the assistant personas", `logit Σ P(persona | text)` over those personas. Learning
+  each persona's voice separately beat a binary assistant/non-assistant fit in cross-validation over
+  the train queries. The features are the text's own, independent of the steered model's activations.
+  The decision value is calibrated by Platt scaling on out-of-fold predictions (folds grouped by query,
+  classes weighted equally), and the score is `10 · P(assistant | text)`: 5 means the text could come
+  from either side.
 * **Coherence** — the **unsteered** model reads the response after its prompt and gives three
   features: the mean per-token log-likelihood `ℓ`, the fraction of repeated token 3-grams `ρ`, and the
   distinct-token ratio `δ`. Each is mapped to [0, 1] by a straight line between a *degenerate anchor*
@@ -53,6 +56,7 @@ from axes_lib.judge import Item, Judge, Score, coerce_item, available_claude_key
 
 __all__ = [
     "AssistantClassifier",
+    "auroc_interval",
     "CoherenceFeatures",
     "CoherenceScale",
     "OfflineJudge",
@@ -66,7 +70,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the features, the calibration or the coherence formula change (part of `OfflineJudge.id`).
-VERSION = "v1"
+VERSION = "v2"
 BROKEN_KINDS = ("shuffled_words", "repeated_phrase", "random_tokens")
 _NGRAM = 3
 
@@ -86,10 +90,24 @@ def _vectorizer() -> Any:
     )
 
 
-def _fit_logreg(x: Any, y: np.ndarray, c: float) -> Any:
+@dataclass
+class _PersonaModel:
+    """A multinomial logistic regression over personas, read out as the log-odds of the assistant ones."""
+
+    model: Any
+    assistant: np.ndarray  # [n_classes] bool: which of `model.classes_` are assistant personas
+
+    def decision(self, x: Any) -> np.ndarray:
+        p = self.model.predict_proba(x)[:, self.assistant].sum(axis=1).clip(1e-12, 1 - 1e-12)
+        return np.log(p) - np.log1p(-p)
+
+
+def _fit_logreg(x: Any, y: np.ndarray, personas: np.ndarray, c: float) -> _PersonaModel:
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(x, y)
+    weight = np.where(y, 0.5 / y.mean(), 0.5 / (~y).mean())  # both kinds weigh equally, whatever the persona counts
+    model = LogisticRegression(C=c, max_iter=5000).fit(x, personas, sample_weight=weight)
+    return _PersonaModel(model, np.isin(model.classes_, np.unique(personas[y])))
 
 
 def _platt(decision: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -105,28 +123,35 @@ class AssistantClassifier:
     """P(assistant | text) from TF-IDF features: `fit` on labelled answers, then `probability` / `score`."""
 
     vectorizer: Any
-    model: Any
+    model: _PersonaModel
     slope: float
     intercept: float
     n_train: int
 
     @classmethod
     def fit(
-        cls, texts: Sequence[str], is_assistant: Sequence[bool], groups: Sequence[str], c: float = 10.0, n_folds: int = 5,
+        cls, texts: Sequence[str], is_assistant: Sequence[bool], groups: Sequence[str], personas: Sequence[str] | None = None,
+        c: float = 1.0, n_folds: int = 5,
     ) -> AssistantClassifier:
         """Fit on `texts`; calibrate on out-of-fold decision values with folds grouped by `groups` (query ids).
 
-        `c` is the inverse regularisation strength; 10 (little regularisation) is the default. On the
-        committed SmolLM2 answers the held-out AUROC moved by less than 0.01 between c = 0.3 and 10.
+        `personas` names who wrote each text (without it, each kind is one class: a binary fit); every
+        persona must be of one kind. `c` is the inverse regularisation strength: 1 did best of 1, 3 and 10
+        in cross-validation over the train queries of the committed SmolLM2 answers.
         """
         from sklearn.model_selection import GroupKFold
 
         y = np.asarray(is_assistant, dtype=bool)
         texts = list(texts)
-        if len(texts) != len(y) or len(texts) != len(groups):
-            raise ValueError(f"got {len(texts)} texts, {len(y)} labels and {len(groups)} groups: need one of each per answer")
+        who = np.asarray(list(personas) if personas is not None else np.where(y, "assistant", "other"), dtype=str)
+        if not len(texts) == len(y) == len(groups) == len(who):
+            raise ValueError(f"got {len(texts)} texts, {len(y)} labels, {len(groups)} groups and {len(who)} personas: "
+                             "need one of each per answer")
         if y.all() or not y.any():
             raise ValueError("training answers need both assistant and non-assistant examples")
+        mixed = sorted(set(who[y]) & set(who[~y]))
+        if mixed:
+            raise ValueError(f"personas {mixed} have both assistant and non-assistant answers: each persona is one kind")
         n_groups = len(set(groups))
         if n_groups < 2:
             raise ValueError(f"calibration needs answers to at least 2 different queries, got {n_groups}")
@@ -135,16 +160,16 @@ class AssistantClassifier:
             if y[train].all() or not y[train].any():
                 raise ValueError("a calibration fold has answers of one kind only: give both kinds for every query")
             vec = _vectorizer()
-            fold = _fit_logreg(vec.fit_transform([texts[i] for i in train]), y[train], c)
-            oof[test] = fold.decision_function(vec.transform([texts[i] for i in test]))
+            fold = _fit_logreg(vec.fit_transform([texts[i] for i in train]), y[train], who[train], c)
+            oof[test] = fold.decision(vec.transform([texts[i] for i in test]))
         slope, intercept = _platt(oof, y)
         vectorizer = _vectorizer()
-        model = _fit_logreg(vectorizer.fit_transform(texts), y, c)
+        model = _fit_logreg(vectorizer.fit_transform(texts), y, who, c)
         return cls(vectorizer, model, slope, intercept, len(texts))
 
     def decision(self, texts: Sequence[str]) -> np.ndarray:
-        """The logistic regression's raw decision value (log-odds before calibration)."""
-        return self.model.decision_function(self.vectorizer.transform(list(texts)))
+        """The model's log-odds of an assistant persona, before calibration."""
+        return self.model.decision(self.vectorizer.transform(list(texts)))
 
     def probability(self, texts: Sequence[str]) -> np.ndarray:
         """Calibrated P(assistant | text), with the two classes equally likely a priori."""
@@ -399,6 +424,24 @@ def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
     return float(u / (pos.size * neg.size))
 
 
+def auroc_interval(
+    positive: Sequence[bool], scores: Sequence[float], groups: Sequence[str], n_boot: int = 1000, alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the AUROC of `scores` for `positive`, resampling whole groups (queries):
+    the answers to one query share its topic, so they are not independent draws."""
+    pos, x = np.asarray(positive, dtype=bool), np.asarray(scores, dtype=float)
+    names = sorted(set(groups))
+    members = [np.flatnonzero(np.asarray(groups) == g) for g in names]
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        rows = np.concatenate([members[i] for i in rng.integers(0, len(names), len(names))])
+        stats.append(auroc(x[rows][pos[rows]], x[rows][~pos[rows]]))
+    lo, hi = np.nanpercentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi)
+
+
 # --------------------------------------------------------------------------------------------------
 # The judge
 
@@ -416,9 +459,9 @@ def _load_contrastive(root: Path, model_key: str) -> tuple[list[dict[str, Any]],
         raise FileNotFoundError(
             f"no train/holdout split at {split}: run notebook 04_validation with model_key={model_key!r} first")
     rows = read_jsonl(responses)
-    bad = [i for i, r in enumerate(rows) if not {"kind", "query_id", "response"} <= set(r)]
+    bad = [i for i, r in enumerate(rows) if not {"kind", "persona", "query_id", "response"} <= set(r)]
     if bad:
-        raise ValueError(f"{responses}: row {bad[0]} lacks kind/query_id/response; is this step 1's output?")
+        raise ValueError(f"{responses}: row {bad[0]} lacks kind/persona/query_id/response; is this step 1's output?")
     return rows, read_json(split)
 
 
@@ -471,7 +514,7 @@ class OfflineJudge:
         tokenizer: Any = None,
         reference_percentile: float = 25.0,
         n_reference: int | None = 270,
-        c: float = 10.0,
+        c: float = 1.0,
         batch_size: int = 16,
         cache: bool = True,
         progress: bool = False,
@@ -508,7 +551,7 @@ class OfflineJudge:
                              "non-empty answers: the offline judge needs both")
         self.classifier = AssistantClassifier.fit(
             [r["response"] for r in self.train_rows], [r["kind"] == "assistant" for r in self.train_rows],
-            [r["query_id"] for r in self.train_rows], c=c)
+            [r["query_id"] for r in self.train_rows], [str(r["persona"]) for r in self.train_rows], c=c)
         self._data_sha = _fingerprint([[r["kind"], r["query_id"], r["response"]] for r in rows], sorted(self.train_queries))
 
     def __repr__(self) -> str:
@@ -639,6 +682,7 @@ class OfflineJudge:
             "assistant_likeness": {
                 "n_holdout": len(rows),
                 "auroc": auroc(al[is_a], al[~is_a]),
+                "auroc_ci95": auroc_interval(is_a, al, [str(r["query_id"]) for r in rows], seed=seed),
                 "mean_assistant": float(al[is_a].mean()) if is_a.any() else float("nan"),
                 "mean_non_assistant": float(al[~is_a].mean()) if (~is_a).any() else float("nan"),
                 "mean_by_persona": {k: float(np.mean(v)) for k, v in per_persona.items()},

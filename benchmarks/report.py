@@ -56,6 +56,15 @@ def title(result: dict[str, Any]) -> str:
     return f"{result['model']} on {result['device']} ({result['dtype']}{peers}), {result['manifest']['created'][:16]}"
 
 
+def _batch(result: dict[str, Any]) -> str:
+    """Extraction batch size and generation batch, where the results file records them."""
+    ext = result["settings"].get("extract_settings") or result["settings"].get("extract_defaults") or {}
+    gen = result.get("generation") or {}
+    parts = [f"extraction batches of {ext['batch_size']} rows" if "batch_size" in ext else "",
+             f"generation {gen['prompts']} prompts × {gen['new_tokens_per_prompt']} tokens" if "prompts" in gen else ""]
+    return "".join(f"{p}, " for p in parts if p)
+
+
 def table(result: dict[str, Any]) -> str:
     """One results file as a Markdown section: settings, throughputs, targets and correctness."""
     s, c = result["settings"], result["correctness"]
@@ -63,7 +72,7 @@ def table(result: dict[str, Any]) -> str:
         f"## {title(result)}",
         "",
         f"{result['machine']}; {s['prompts']} prompts ({s['queries']} queries × {len(s['personas'])} personas), "
-        f"{s['layers']} layers, {s['repeats']} timed repeats after a warm-up, throughput from the fastest repeat; "
+        f"{s['layers']} layers, {_batch(result)}{s['repeats']} timed repeats after a warm-up, throughput from the fastest repeat; "
         f"matmul rate {result['matmul']['gflop_per_s']:,.0f} GFLOP/s; code {result['manifest']['code_version']}, "
         f"{result['manifest']['created']}.",
         "",

@@ -94,6 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "prompts are long (63-330 tokens), so on a 2-core CPU the peers take minutes per repeat at 45 prompts")
     p.add_argument("--gen-prompts", type=int, default=None, help="prompts in the generation batch (default 16, quick 8)")
     p.add_argument("--gen-tokens", type=int, default=None, help="new tokens per prompt, forced with min_new_tokens (default 64, quick 16)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="rows per batch of axes_lib's extract and of the bare forward it is compared with (extract's default 32); "
+                        "a GPU wants more rows when prefix sharing leaves each row only a short suffix")
     p.add_argument("--response-tokens", type=int, default=32, help="max tokens of the responses used for response-mean")
     p.add_argument("--sv-batch-sizes", default="1,32", help="steering-vectors batch sizes to time (its default is 1)")
     p.add_argument("--skip-peers", action="store_true", help="do not time repeng / steering-vectors")
@@ -204,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         return timed_group({name: (fn, warmup, count_flops)})[name]
 
     # ---------------------------------------------------------------- 1. last-token extraction, all layers
-    ext = dict(method="last_token", progress=False)
-    bare_batches = methods.padded_batches(prompt_ids, 32, 8192, pad_id)  # axes_lib's default batch_size / max_batch_tokens
-    warm_batches = methods.padded_batches(prompt_ids[:warm_n], 32, 8192, pad_id)
+    B = args.batch_size
+    ext = dict(method="last_token", progress=False, batch_size=B)
+    bare_batches = methods.padded_batches(prompt_ids, B, 8192, pad_id)  # extract's max_batch_tokens default
+    warm_batches = methods.padded_batches(prompt_ids[:warm_n], B, 8192, pad_id)
     group = timed_group({
         "axes_lib_extract": (lambda: extract(model, tok, prompts, share_prefix=True, **ext),
                              lambda: extract(model, tok, prompts[:warm_n], share_prefix=True, **ext), True),
@@ -305,14 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     responses_seconds = time.perf_counter() - t0
     response_ids = tok(responses, add_special_tokens=False)["input_ids"]
     resp_len = [len(r) for r in response_ids]
-    rm = dict(method="response_mean", responses=responses, progress=False)
+    rm = dict(method="response_mean", responses=responses, progress=False, batch_size=B)
     full_ids = [p + r for p, r in zip(prompt_ids, response_ids, strict=True)]
-    rm_bare_batches = methods.padded_batches(full_ids, 32, 8192, pad_id)
-    rm_warm_batches = methods.padded_batches(full_ids[:warm_n], 32, 8192, pad_id)
+    rm_bare_batches = methods.padded_batches(full_ids, B, 8192, pad_id)
+    rm_warm_batches = methods.padded_batches(full_ids[:warm_n], B, 8192, pad_id)
     group = timed_group({
         "axes_lib_extract_response_mean": (
             lambda: extract(model, tok, prompts, **rm),
-            lambda: extract(model, tok, prompts[:warm_n], method="response_mean", responses=responses[:warm_n], progress=False), True),
+            lambda: extract(model, tok, prompts[:warm_n], method="response_mean", responses=responses[:warm_n], progress=False, batch_size=B), True),
         "bare_forward_response_mean": (lambda: methods.bare_forward(model, rm_bare_batches),
                                        lambda: methods.bare_forward(model, rm_warm_batches), True),
         "naive_response_mean": (lambda: methods.naive_response_mean(model, prompt_ids, response_ids),
@@ -496,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             "prompt_source": work.source,
             "prompt_tokens": {"min": min(lengths), "mean": sum(lengths) / n, "max": max(lengths), "total": sum(lengths)},
             "layers": n_layers, "repeats": R, "warmup": f"extraction: one run on the first {warm_n} prompts ({len(warm_pairs)} pairs for peers); "
-            "generation: one full-shape run", "extract_defaults": {"batch_size": 32, "max_batch_tokens": 8192, "min_prefix": 16},
+            "generation: one full-shape run", "extract_settings": {"batch_size": B, "max_batch_tokens": 8192, "min_prefix": 16},
             "quick": args.quick, "model_description": model_desc,
             "throughput_basis": "min seconds of the repeats (median also given in timings and *_at_median ratios)",
         },

@@ -93,6 +93,8 @@ validation = offline.validation(n_coherence=n_validation)
 al_val, co_val = validation["assistant_likeness"], validation["coherence"]
 glue("offline_judge_id", Plain(offline.id), display=False)
 glue("offline_auroc", round(al_val["auroc"], 3), display=False)
+glue("offline_auroc_lo", round(al_val["auroc_ci95"][0], 3), display=False)
+glue("offline_auroc_hi", round(al_val["auroc_ci95"][1], 3), display=False)
 glue("offline_n_holdout", al_val["n_holdout"], display=False)
 glue("offline_n_train", validation["n_train"], display=False)
 glue("offline_mean_assistant", round(al_val["mean_assistant"], 1), display=False)
@@ -105,7 +107,8 @@ scale = offline.coherence_scale
 glue("coherence_floor", round(scale.logprob_floor, 2), display=False)
 glue("coherence_ref", round(scale.logprob_ref, 2), display=False)
 glue("coherence_percentile", round(scale.reference_percentile), display=False)
-print(f"assistant-likeness AUROC on held-out queries: {al_val['auroc']:.3f} ({al_val['n_holdout']} answers)")
+print(f"assistant-likeness AUROC on held-out queries: {al_val['auroc']:.3f} "
+      f"(95% interval over queries {al_val['auroc_ci95'][0]:.3f}-{al_val['auroc_ci95'][1]:.3f}; {al_val['n_holdout']} answers)")
 pd.DataFrame({"mean coherence": co_val["mean"], "median": co_val["median"],
               "AUROC normal vs this": {"normal": None, **co_val["auroc_normal_vs"]}}).round(3)
 

@@ -104,3 +104,25 @@ def test_capped_model_rejects_misfit_direction(tiny):
         CappedModel(model, tokenizer, {1: torch.randn(5)}, layers=[1], threshold=1.0)
     with pytest.raises(ValueError, match="out of range"):
         CappedModel(model, tokenizer, {1: torch.randn(model.config.hidden_size)}, layers=[7], threshold=1.0)
+
+
+def test_own_prefixes_keep_one_batch(tiny):
+    """Generation gives a prompt that shares nothing a prefix of its own, so its batch is not split in two
+    (a decoding step costs about as much for one row as for many)."""
+    from axes_lib.activations import TokenSeq, assign_prefixes, batches
+
+    _, tokenizer = tiny
+    encoded = tokenizer(GROUPED, add_special_tokens=False)["input_ids"]
+
+    def plan(own):
+        seqs = [TokenSeq(i, ids, len(ids) - 1, len(ids)) for i, ids in enumerate(encoded)]
+        prefixes = assign_prefixes(seqs, 4, own=own)
+        return seqs, prefixes, batches(seqs, len(seqs), max_tokens=10**9)
+
+    seqs, prefixes, shared_only = plan(own=False)
+    assert len(prefixes) == 2 and len(shared_only) == 2  # the two groups, then "c d" apart
+    seqs, prefixes, with_own = plan(own=True)
+    assert len(prefixes) == 3 and len(with_own) == 1
+    for seq in seqs:  # every prompt keeps exactly its last token for its own pass, and its prefix is its start
+        assert len(seq.rest) >= 1 and prefixes[seq.row] == seq.ids[: seq.prefix]
+    assert len(seqs[8].rest) == 1  # "c d": its own prefix is all but its last token

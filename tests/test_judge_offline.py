@@ -20,10 +20,13 @@ import axes_lib.judge as judge_mod
 from axes_lib.judge import ClaudeJudge, Item, Judge, MissingAPIKeyError
 from axes_lib.offline_judge import (
     BROKEN_KINDS,
+    VERSION,
     CoherenceFeatures,
     CoherenceScale,
+    AssistantClassifier,
     OfflineJudge,
     auroc,
+    auroc_interval,
     break_text,
     default_judge,
     repetition_stats,
@@ -168,6 +171,40 @@ def test_assistant_answers_score_higher_on_held_out_queries(judge):
     report = judge.validation(n_coherence=0)["assistant_likeness"]
     assert report["auroc"] == pytest.approx(roc_auc_score(y, al))
     assert report["auroc"] > 0.8
+    lo, hi = report["auroc_ci95"]
+    assert 0.5 < lo <= report["auroc"] <= hi <= 1.0
+
+
+def test_auroc_interval_resamples_whole_queries():
+    """Perfect separation within every query stays perfect however queries are drawn; a query-level
+    confound gives an interval as wide as the queries disagree."""
+    groups = [q for q in "abcdefgh" for _ in range(4)]
+    positive = [True, True, False, False] * 8
+    perfect = [1.0, 0.9, 0.1, 0.0] * 8
+    assert auroc_interval(positive, perfect, groups, n_boot=200) == (1.0, 1.0)
+    # half the queries rank their answers the wrong way round: the interval straddles 0.5
+    mixed = perfect[:16] + [0.0, 0.1, 0.9, 1.0] * 4
+    lo, hi = auroc_interval(positive, mixed, groups, n_boot=500)
+    assert lo < 0.5 < hi
+
+
+def test_classifier_learns_each_persona_and_checks_labels():
+    """Two assistant personas and two others, each with its own words: the persona model scores every
+    assistant answer above every other; a persona given both kinds is refused."""
+    words = {"helper": "certainly here steps", "expert": "evidence shows data", "pirate": "arr matey sea", "poet": "moon sings softly"}
+    texts, kinds, groups, who = [], [], [], []
+    for q in range(10):
+        for persona, vocab in words.items():
+            texts.append(f"{vocab} question{q} {vocab.split()[q % 3]}")
+            kinds.append(persona in ("helper", "expert"))
+            groups.append(f"q{q}")
+            who.append(persona)
+    clf = AssistantClassifier.fit(texts, kinds, groups, who)
+    p = clf.probability(texts)
+    y = np.array(kinds)
+    assert p[y].min() > p[~y].max() and ((0 < p) & (p < 1)).all()
+    with pytest.raises(ValueError, match="each persona is one kind"):
+        AssistantClassifier.fit(texts, kinds, groups, ["helper"] * len(texts))
 
 
 def test_broken_texts_score_lower_coherence(judge):
@@ -182,7 +219,7 @@ def test_broken_texts_score_lower_coherence(judge):
 
 
 def test_score_interface(judge):
-    assert isinstance(judge, Judge) and judge.id == f"offline:{KEY}:v1"
+    assert isinstance(judge, Judge) and judge.id == f"offline:{KEY}:{VERSION}"
     good = judge.score_one("What is the capital of France?", "The capital of France is Paris.")
     assert good.ok and 0 <= good.assistant_likeness <= 10 and 0 <= good.coherence <= 10 and good.judge == judge.id
     # order kept, duplicates computed once but returned for each, a formatted prompt in meta is used

@@ -110,12 +110,13 @@ def test_sweeps_store_answers_for_the_judge(smoke):
 def test_judge_scores_every_answer(smoke):
     """Step 7 judged every answer of steps 5 and 6 (offline at smoke scale) and drew both figures."""
     from axes_lib.evaluation import text_key
+    from axes_lib.offline_judge import VERSION
 
     art = smoke / "artifacts"
     answers = [json.loads(x) for name in ("additive", "additive_assistant", "capping", "capping_assistant")
                for x in (art / "responses" / f"{KEY}_{name}.jsonl").open()]
     judged = [json.loads(x) for x in (art / "evaluations" / f"judge_{KEY}_offline.jsonl").open()]
-    by_key = {r["key"]: r for r in judged if r["judge"] == f"offline:{KEY}:v1"}
+    by_key = {r["key"]: r for r in judged if r["judge"] == f"offline:{KEY}:{VERSION}"}
     assert {text_key(a["query"], a["response"]) for a in answers} <= set(by_key)
     assert all(0 <= r[s] <= 10 for r in by_key.values() for s in ("assistant_likeness", "coherence"))
     manifest = json.loads((art / "evaluations" / f"judge_{KEY}.manifest.json").read_text())
