@@ -101,6 +101,28 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def generation_table(result: dict[str, Any]) -> str:
+    """A generation-only run (`benchmarks.generation`): rates per mode and three estimates of each ratio."""
+    g, r, c = result["generation"], result["ratios"], result["correctness"]
+    lines = [
+        f"## Generation only: {result['model']} on {result['device']} ({result['dtype']}), {result['manifest']['created'][:16]}",
+        "",
+        f"{result['machine']}; {g['prompts']} prompts × {g['new_tokens_per_prompt']} new tokens, layers {g['band_layers']}, "
+        f"{result['settings']['repeats']} interleaved rounds after a warm-up; code {result['manifest']['code_version']}.",
+        "",
+        "| mode | tokens/s (fastest run) | ÷ unsteered, fastest runs | ÷ unsteered, median runs | ÷ unsteered, median of rounds |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| unsteered | {_fmt(g['unsteered_tokens_per_s'], '')} | | | |",
+    ]
+    for label, name in (("additive", "additive steering"), ("capped", "activation capping")):
+        lines.append(f"| {name} | {_fmt(g[f'{label}_tokens_per_s'], '')} | {r[f'{label}_vs_unsteered']:.2f}× | "
+                     f"{r[f'{label}_vs_unsteered_at_median']:.2f}× | {r[f'{label}_vs_unsteered_median_round']:.2f}× |")
+    same = "the same number of" if c["same_token_count"] else "DIFFERENT numbers of"
+    lines += ["", f"The three modes ran {same} decoding steps; the target is ≥ "
+              f"{result['targets']['additive_vs_unsteered']['target']}× for the fastest runs.", ""]
+    return "\n".join(lines)
+
+
 def chart(results: list[dict[str, Any]], path: Path) -> None:
     """Grouped horizontal bars: each ratio, one bar per results file, with the targets marked."""
     import matplotlib
@@ -133,7 +155,8 @@ def main(folder: Path = BENCH) -> int:
         print(f"no results*.json in {folder}: run `make bench` first", file=sys.stderr)
         return 1
     results = [json.loads(p.read_text()) for p in files]
-    text = "\n".join(table(r) for r in results)
+    generation_only = [json.loads(p.read_text()) for p in sorted(folder.glob("generation_*.json"))]
+    text = "\n".join([*(table(r) for r in results), *(generation_table(r) for r in generation_only)])
     (folder / "report.md").write_text(text)
     chart(results, folder / "ratios.png")
     print(f">> wrote {folder / 'report.md'} and {folder / 'ratios.png'} from {', '.join(p.name for p in files)}")

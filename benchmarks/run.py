@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from axes_lib.models import base_model
+from benchmarks import generation as generation_bench
 from benchmarks import measure, methods
 from benchmarks.workload import FIXED_RESPONSES, build_workload, load_bench_model
 
@@ -134,7 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     from axes_lib.directions import compute_direction
     from axes_lib.generation import generate
     from axes_lib.io import code_version, write_json
-    from axes_lib.steering import percentile_thresholds, projection_sd, steering
 
     log(f">> benchmark: model-config {args.model_config}, device {device}, repeats {args.repeats}{' (quick)' if args.quick else ''}")
     t0 = time.perf_counter()
@@ -335,53 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     t_rm.result = t_rm_naive.result = t_rm_bare.result = None
 
     # ---------------------------------------------------------------- 3. generation: unsteered, additive, capped
-    all_layers = list(range(n_layers))
-    mid = n_layers // 2
-    band = all_layers[max(0, mid - 2): max(0, mid - 2) + 4]
-    sd = projection_sd(acts[assist], d_ax, all_layers)
-    scale = 2.0 * sum(sd[layer] for layer in band) / len(band)
-    thresholds = percentile_thresholds(acts[assist], d_ax, all_layers, band, q=25.0)
-    direction = {layer: d_ax[layer] for layer in band}
-    step = max(1, n // args.gen_prompts)
-    gen_prompts = prompts[::step][: args.gen_prompts]
-    G, T = len(gen_prompts), args.gen_tokens
-    gen_kwargs = dict(max_new_tokens=T, min_new_tokens=T, batch_size=G)
-    gen_checks: dict[str, Any] = {}
-    stats_box: dict[str, Any] = {}
-
-    def run_gen(mode: str | None) -> list[str]:
-        if mode is None:
-            return generate(model, tok, gen_prompts, **gen_kwargs)
-        kw = {"scale": scale} if mode == "add" else {"threshold": thresholds}
-        with steering(model, direction, layers=band, mode=mode, **kw) as stats:
-            out = generate(model, tok, gen_prompts, **gen_kwargs)
-        stats_box[mode] = stats
-        return out
-
-    def warm_gen(mode: str | None) -> Any:
-        calls = [0]
-
-        def count(*_: Any) -> None:
-            calls[0] += 1
-
-        handle = model.register_forward_pre_hook(count)  # the LM's forward: generate's steps, not shared-prefix passes
-        try:
-            run_gen(mode)
-        finally:
-            handle.remove()
-        gen_checks[f"{mode or 'unsteered'}_forward_calls"] = calls[0]  # prefill + (T - 1) decode steps when all rows run T tokens
-
-    gen = timed_group({f"generate_{label}": (lambda m=mode: run_gen(m), lambda m=mode: warm_gen(m), False)
-                       for mode, label in ((None, "unsteered"), ("add", "additive"), ("cap", "capped"))})
-    t_gen = {name.removeprefix("generate_"): t for name, t in gen.items()}
-    gen_checks["expected_forward_calls_per_generate_batch"] = T
-    # Every mode ran the same number of decoding steps (min_new_tokens = max_new_tokens: same tokens generated).
-    gen_checks["same_token_count"] = len({gen_checks[f"{m}_forward_calls"] for m in ("unsteered", "add", "cap")}) == 1
-    cap_stats = stats_box.get("cap")
-    gen_checks["cap_fraction_fired"] = cap_stats.fraction_fired() if cap_stats else None
-    gen_checks["outputs_differ_from_unsteered"] = {
-        label: sum(a != b for a, b in zip(t_gen["unsteered"].result, t_gen[label].result, strict=True))
-        for label in ("additive", "capped")}
+    case = generation_bench.make_case(prompts, acts, assist, other, args.gen_prompts, args.gen_tokens)
+    G, T = len(case.prompts), case.new_tokens
+    gen_timings, gen_checks = generation_bench.timed_modes(model, tok, case, R, device, log)
+    timings.update(gen_timings)
+    generation, gen_ratios = generation_bench.summary(gen_timings, case)
 
     # ---------------------------------------------------------------- figures, ratios, table
     mm_end = matmul_rate()
@@ -433,12 +391,6 @@ def main(argv: list[str] | None = None) -> int:
         "responses": "generated greedily by the model, untimed" if real_weights else "fixed text (random-weight model)",
         "responses_seconds": responses_seconds,
     }
-    generation = {
-        f"{label}_tokens_per_s": per_s(t_gen[label], G * T) for label in ("unsteered", "additive", "capped")
-    }
-    generation.update({"prompts": G, "new_tokens_per_prompt": T, "band_layers": band, "additive_scale": scale,
-                       "cap_thresholds": thresholds, "note": "tokens/s = prompts × new tokens / wall seconds of "
-                       "axes_lib.generation.generate (prefill included), greedy, min_new_tokens = max_new_tokens"})
     fastest_peer = min(peer_times.values(), key=lambda t: t.min, default=None)
 
     def ratio(a: float | None, b: float | None) -> float | None:
@@ -455,10 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         "extract_vs_naive": ratio(per_s(t_ax, n), per_s(t_naive, n)),
         "response_mean_vs_naive": ratio(per_s(t_rm, n), per_s(t_rm_naive, n)),
         "response_mean_vs_bare_forward": ratio(per_s(t_rm, n), per_s(t_rm_bare, n)),
-        "additive_vs_unsteered": ratio(generation["additive_tokens_per_s"], generation["unsteered_tokens_per_s"]),
-        "capped_vs_unsteered": ratio(generation["capped_tokens_per_s"], generation["unsteered_tokens_per_s"]),
-        "additive_vs_unsteered_at_median": ratio(per_s(t_gen["additive"], G * T, "median"), per_s(t_gen["unsteered"], G * T, "median")),
-        "capped_vs_unsteered_at_median": ratio(per_s(t_gen["capped"], G * T, "median"), per_s(t_gen["unsteered"], G * T, "median")),
+        **gen_ratios,
     }
     targets = {
         "extract_vs_fastest_peer": {"target": TARGETS["extract_vs_fastest_peer"], "value": ratios["extract_vs_fastest_peer"]},
