@@ -431,8 +431,9 @@ def auroc_interval(
     """Percentile bootstrap interval of the AUROC of `scores` for `positive`, resampling whole groups (queries):
     the answers to one query share its topic, so they are not independent draws."""
     pos, x = np.asarray(positive, dtype=bool), np.asarray(scores, dtype=float)
-    names = sorted(set(groups))
-    members = [np.flatnonzero(np.asarray(groups) == g) for g in names]
+    group = np.asarray(groups)
+    names = sorted(set(group.tolist()))
+    members = [np.flatnonzero(group == g) for g in names]
     rng = np.random.default_rng(seed)
     stats = []
     for _ in range(n_boot):

@@ -11,7 +11,6 @@ machine state; the file keeps, beside the ratio of the fastest runs, the median 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -140,7 +139,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from axes_lib.activations import extract
     from axes_lib.io import code_version, write_json
-    from benchmarks.run import TARGETS, log, machine_description
+    from benchmarks.run import TARGETS, log, machine_line
     from benchmarks.workload import build_workload, load_bench_model
 
     args = parse_args(argv)
@@ -154,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     generation, ratios = summary(timings, case)
     target = TARGETS["steered_vs_unsteered"]
     results = {
-        "machine": f"{machine_description(args.device).get('gpu') or machine_description(args.device)['cpu']}, "
-                   f"{os.cpu_count()} logical CPUs, torch {torch.get_num_threads()} threads",
+        "machine": machine_line(args.device),
         "model": args.model_config, "model_description": desc, "device": args.device,
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "generation": generation, "ratios": ratios,

@@ -1,7 +1,7 @@
 """Benchmark axes_lib extraction and steering against repeng, steering-vectors, naive loops and a bare forward.
 
     python -m benchmarks.run                      # SmolLM2 on CPU, 45 prompts, 3 repeats
-    python -m benchmarks.run --quick              # a small run (45 prompts, 2 repeats, short generation)
+    python -m benchmarks.run --quick              # a small run (18 prompts, 2 repeats, short generation)
     python -m benchmarks.run --device cuda --model-config qwen   # Qwen2.5-3B-shaped random model, bf16
 
 One process, one model, one prompt set. Every figure is a warm-up (on a small subset for extraction,
@@ -70,6 +70,12 @@ def machine_description(device: str) -> dict[str, Any]:
         except Exception:  # noqa: BLE001
             desc[pkg] = None
     return desc
+
+
+def machine_line(device: str) -> str:
+    """The results files' one-line machine name: the GPU (or CPU), logical CPUs and torch threads."""
+    desc = machine_description(device)
+    return f"{desc.get('gpu') or desc['cpu']}, {os.cpu_count()} logical CPUs, torch {torch.get_num_threads()} threads"
 
 
 def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -427,8 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         raw[name]["flops"] = f
         raw[name]["achieved_gflop_per_s"] = round(f["model_flops"] / timings[name].min / 1e9, 2)
     results = {
-        "machine": (f"{machine_description(device).get('gpu') or machine_description(device)['cpu']}, "
-                    f"{os.cpu_count()} logical CPUs, torch {torch.get_num_threads()} threads"),
+        "machine": machine_line(device),
         "model": args.model_config,
         "device": device,
         "dtype": str(dtype).replace("torch.", ""),
