@@ -31,8 +31,8 @@ class TokenSeq:
 
     index: int
     ids: list[int]
-    start: int  # first position averaged (response_mean) or the position read (last_token)
-    stop: int  # one past the last position averaged
+    start: int  # the last prompt token: the position last_token reads; a response follows it
+    stop: int  # one past the last response token (start + 1 without a response)
     prefix: int = 0  # leading tokens taken from a shared prefix's KV cache
     row: int = -1  # that prefix's row in the PrefixTable
 
@@ -57,9 +57,12 @@ def check_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
     return layers
 
 
-def _check_inputs(prompts: Sequence[str], method: str, responses: Sequence[str] | None) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
+def _check_inputs(prompts: Sequence[str], methods: Sequence[str], responses: Sequence[str] | None) -> None:
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
+    if not methods:
+        raise ValueError(f"no methods given: use one or more of {METHODS}")
     if isinstance(prompts, str):
         raise ValueError("prompts must be a list of strings, not a single string")
     if len(prompts) == 0:
@@ -67,7 +70,7 @@ def _check_inputs(prompts: Sequence[str], method: str, responses: Sequence[str] 
     for i, prompt in enumerate(prompts):
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"prompt {i} is empty or not a string")
-    if method == "response_mean":
+    if "response_mean" in methods:
         if responses is None:
             raise ValueError("method 'response_mean' needs responses: one generated response per prompt")
         if len(responses) != len(prompts):
@@ -77,17 +80,17 @@ def _check_inputs(prompts: Sequence[str], method: str, responses: Sequence[str] 
                 raise ValueError(f"response {i} is empty: response_mean needs at least one response token")
 
 
-def _tokenize(tokenizer: Any, prompts: Sequence[str], method: str, responses: Sequence[str] | None) -> list[TokenSeq]:
+def _tokenize(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str] | None) -> list[TokenSeq]:
     """Prompts are fully formatted (chat template applied), so no special tokens are added here."""
     prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    if method == "last_token":
+    if responses is None:
         return [TokenSeq(i, ids, len(ids) - 1, len(ids)) for i, ids in enumerate(prompt_ids)]
-    response_ids = tokenizer(list(responses or []), add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
     seqs = []
     for i, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
         if not r:
             raise ValueError(f"response {i} tokenizes to no tokens")
-        seqs.append(TokenSeq(i, p + r, len(p), len(p) + len(r)))
+        seqs.append(TokenSeq(i, p + r, len(p) - 1, len(p) + len(r)))
     return seqs
 
 
@@ -162,16 +165,20 @@ def batches(seqs: list[TokenSeq], batch_size: int, max_tokens: int) -> list[list
 
 
 class _Capture:
-    """Forward hooks that reduce each layer's output to the rows we need, in place into `out`."""
+    """Forward hooks that reduce each layer's output to the rows we need, in place into `outs`.
 
-    def __init__(self, model: Any, layers: list[int], out: torch.Tensor, method: str,
+    `outs` maps what to read to where it goes: "last_token" and "response_mean" into
+    `[n_prompts, n_layers, d_model]`, "response_tokens" (each response token's projection on `units`)
+    into `[n_layers, n_response_tokens]`. One forward serves all of them.
+    """
+
+    def __init__(self, model: Any, layers: list[int], outs: dict[str, torch.Tensor],
                  units: dict[int, torch.Tensor] | None = None):
         self.blocks = decoder_layers(model)
         self.layers = layers
         self.column = {layer: col for col, layer in enumerate(layers)}
         self.last = max(layers)
-        self.out = out  # [n_prompts, n_layers, d_model]; for "response_tokens" [n_layers, n_response_tokens]
-        self.method = method
+        self.outs = outs
         self.units = units  # "response_tokens": unit direction per layer
         self.active = False
         self.batch: list[TokenSeq] = []
@@ -187,10 +194,10 @@ class _Capture:
         self.batch = batch
         self.rows = torch.tensor([s.index for s in batch])
         self.read = torch.tensor([s.start - s.prefix for s in batch], device=device)
-        if self.method == "response_mean":  # the other methods read positions, not weights
+        if "response_mean" in self.outs:
             weights = torch.zeros((len(batch), width), dtype=torch.float32)
             for row, seq in enumerate(batch):
-                weights[row, seq.start - seq.prefix : seq.stop - seq.prefix] = 1.0 / (seq.stop - seq.start)
+                weights[row, seq.start + 1 - seq.prefix : seq.stop - seq.prefix] = 1.0 / (seq.stop - seq.start - 1)
             self.weights = weights.to(device)
 
     def __enter__(self) -> _Capture:
@@ -207,19 +214,20 @@ class _Capture:
         def hook(module: Any, args: Any, output: Any) -> None:
             hidden = output[0] if isinstance(output, tuple) else output
             if self.active and layer in self.column:
-                if self.method == "last_token":
+                col = self.column[layer]
+                if "last_token" in self.outs:
                     batch = torch.arange(hidden.shape[0], device=hidden.device)
-                    self.out[self.rows, self.column[layer]] = hidden[batch, self.read].float().cpu()
-                elif self.method == "response_mean":
+                    self.outs["last_token"][self.rows, col] = hidden[batch, self.read].float().cpu()
+                if "response_mean" in self.outs:
                     values = torch.einsum("bt,btd->bd", self.weights, hidden.float())
-                    self.out[self.rows, self.column[layer]] = values.cpu()
-                else:
+                    self.outs["response_mean"][self.rows, col] = values.cpu()
+                if "response_tokens" in self.outs:
                     assert self.units is not None
                     proj = (hidden.float() @ self.units[layer].to(hidden.device)).cpu()
                     for row, seq in enumerate(self.batch):
                         at = self.offsets[seq.index]
-                        span = proj[row, seq.start - seq.prefix : seq.stop - seq.prefix]
-                        self.out[self.column[layer], at : at + len(span)] = span
+                        span = proj[row, seq.start + 1 - seq.prefix : seq.stop - seq.prefix]
+                        self.outs["response_tokens"][col, at : at + len(span)] = span
             if layer == self.last:
                 raise _StopForward
 
@@ -355,18 +363,44 @@ def extract(
     `last_token` reads the final prompt token (the position before generation starts);
     `response_mean` averages over the response tokens in one teacher-forced pass over prompt + response.
     Prompts must be fully formatted (chat template applied). Results do not depend on batching,
-    padding side or prefix sharing (up to float rounding).
+    padding side or prefix sharing (up to float rounding). `extract_methods` reads both in one pass.
     """
-    _check_inputs(prompts, method, responses)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
+    return extract_methods(model, tokenizer, prompts, responses if method == "response_mean" else None, (method,),
+                           layers, batch_size, max_batch_tokens, share_prefix, min_prefix, progress)[method]
+
+
+@torch.inference_mode()
+def extract_methods(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    responses: Sequence[str] | None = None,
+    methods: Sequence[Method] = METHODS,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 32,
+    max_batch_tokens: int = 8192,
+    share_prefix: bool = True,
+    min_prefix: int = 16,
+    progress: bool = True,
+) -> dict[str, torch.Tensor]:
+    """`{method: extract(..., method)}` for each of `methods`, from one forward pass.
+
+    With responses, the pass runs over prompt + response, and by causality the last prompt token's
+    state is the same as in a pass over the prompt alone: both readings for the price of the longer one.
+    """
+    methods = tuple(methods)
+    _check_inputs(prompts, methods, responses)
     if batch_size < 1 or max_batch_tokens < 1:
         raise ValueError(f"batch_size and max_batch_tokens must be >= 1, got {batch_size}, {max_batch_tokens}")
     layers = check_layers(layers, model.config.num_hidden_layers)
-    seqs = _tokenize(tokenizer, prompts, method, responses)
-    out = torch.zeros(len(seqs), len(layers), model.config.hidden_size, dtype=torch.float32)
-    with _Capture(model, layers, out, method) as capture:
+    seqs = _tokenize(tokenizer, prompts, responses if "response_mean" in methods else None)
+    outs = {m: torch.zeros(len(seqs), len(layers), model.config.hidden_size, dtype=torch.float32) for m in methods}
+    with _Capture(model, layers, outs) as capture:
         _drive(model, tokenizer, seqs, capture, batch_size, max_batch_tokens, share_prefix, min_prefix,
-               progress, f"extract {method}")
-    return out
+               progress, f"extract {' + '.join(methods)}")
+    return outs
 
 
 def _drive(model: Any, tokenizer: Any, seqs: list[TokenSeq], capture: _Capture, batch_size: int, max_batch_tokens: int,
@@ -422,18 +456,18 @@ def token_projections(
     of averaging, each response token's projection is kept: `{layer: Tensor[total response tokens]}`,
     concatenated in prompt order. These are the per-position values a cap acts on during generation.
     """
-    _check_inputs(prompts, "response_mean", responses)
+    _check_inputs(prompts, ("response_mean",), responses)
     layers = check_layers(layers, model.config.num_hidden_layers)
     missing = [layer for layer in layers if layer not in direction]
     if missing:
         raise ValueError(f"direction has no vector for layers {missing}")
-    seqs = _tokenize(tokenizer, prompts, "response_mean", responses)
+    seqs = _tokenize(tokenizer, prompts, responses)
     units = {layer: (direction[layer] / direction[layer].norm()).float() for layer in layers}
-    out = torch.zeros(len(layers), sum(s.stop - s.start for s in seqs), dtype=torch.float32)
-    with _Capture(model, layers, out, "response_tokens", units) as capture:
+    out = torch.zeros(len(layers), sum(s.stop - s.start - 1 for s in seqs), dtype=torch.float32)
+    with _Capture(model, layers, {"response_tokens": out}, units) as capture:
         offset = 0
         for seq in seqs:
             capture.offsets[seq.index] = offset
-            offset += seq.stop - seq.start
+            offset += seq.stop - seq.start - 1
         _drive(model, tokenizer, seqs, capture, batch_size, max_batch_tokens, True, 16, progress, "token projections")
     return {layer: out[col] for col, layer in enumerate(layers)}

@@ -20,9 +20,10 @@
 # * **response-mean** — the mean over the tokens of the generated response, in one teacher-forced pass
 #   over prompt + response (Anthropic's method).
 #
-# `axes_lib.activations.extract` does this with forward hooks in one batched pass per batch: no LM head,
-# the forward stops after the last requested layer, prompts are grouped by length, and each persona's
-# system prompt — shared by all of its queries — is computed once and its KV cache reused.
+# `axes_lib.activations.extract_methods` reads both in one teacher-forced pass over prompt + response,
+# with forward hooks, batch by batch: no LM head, the forward stops after the last requested layer,
+# prompts are grouped by length, and each persona's system prompt — shared by all of its queries — is
+# computed once and its KV cache reused.
 
 # %% tags=["parameters"]
 model_key = "smollm2"
@@ -38,7 +39,7 @@ from pathlib import Path
 import torch
 from myst_nb import glue
 
-from axes_lib.activations import extract
+from axes_lib.activations import extract, extract_methods
 from axes_lib.io import read_jsonl, save_tensors, write_manifest
 from axes_lib.models import load_model
 from axes_lib.prompts import format_prompt, load_personas
@@ -55,33 +56,33 @@ model, tokenizer = load_model(model_key)
 systems = {p.name: p.system for p in load_personas()}
 prompts = [format_prompt(systems[r["persona"]], r["query"], model_type=model_key, tokenizer=tokenizer) for r in responses]
 keep = [i for i, r in enumerate(responses) if r["response"].strip()]
-if len(keep) < len(responses):
-    print(f"skipping {len(responses) - len(keep)} empty responses for response-mean")
-
 layer_ids = list(range(model.config.num_hidden_layers)) if layers is None else list(layers)
-timings = {}
-acts = {}
-for method in ("last_token", "response_mean"):
-    idx = keep if method == "response_mean" else list(range(len(responses)))
-    start = time.perf_counter()
-    acts[method] = extract(model, tokenizer, [prompts[i] for i in idx], method=method,
-                           responses=[responses[i]["response"] for i in idx], layers=layers, batch_size=batch_size)
-    timings[method] = time.perf_counter() - start
-    rows = torch.tensor(idx)
+
+# One teacher-forced pass over prompt + response reads both: by causality the last prompt token's state
+# does not depend on the response that follows it.
+start = time.perf_counter()
+acts = extract_methods(model, tokenizer, [prompts[i] for i in keep], [responses[i]["response"] for i in keep],
+                       layers=layers, batch_size=batch_size)
+rows = {"last_token": keep, "response_mean": keep}
+if len(keep) < len(responses):  # an empty answer has no response-mean, but its prompt has a last token
+    print(f"{len(responses) - len(keep)} empty responses: response_mean skips them")
+    acts["last_token"] = extract(model, tokenizer, prompts, layers=layers, batch_size=batch_size)
+    rows["last_token"] = list(range(len(responses)))
+seconds = time.perf_counter() - start
+for method, values in acts.items():
     save_tensors(root / "activations" / f"{model_key}_{method}.safetensors",
-                 {"acts": acts[method], "rows": rows},
+                 {"acts": values, "rows": torch.tensor(rows[method])},
                  {"model": model_key, "method": method, "layers": json.dumps(layer_ids),
                   "responses": str(responses_path)})
-    print(f"{method}: {tuple(acts[method].shape)} in {timings[method]:.1f} s "
-          f"({len(idx) / timings[method]:.1f} prompts/s)")
+    print(f"{method}: {tuple(values.shape)}")
+print(f"both methods in {seconds:.1f} s ({len(keep) / seconds:.1f} prompts/s)")
 
 # %%
 write_manifest(root / "activations" / f"{model_key}.manifest.json",
-               dict(model_key=model_key, layers=layers, batch_size=batch_size), seconds=sum(timings.values()),
+               dict(model_key=model_key, layers=layers, batch_size=batch_size), seconds=seconds,
                shapes={m: list(a.shape) for m, a in acts.items()})
-for method, seconds in timings.items():
-    glue(f"extract_seconds_{method}", round(seconds, 1), display=False)
-    glue(f"extract_prompts_per_s_{method}", round(acts[method].shape[0] / seconds, 1), display=False)
+glue("extract_seconds", round(seconds, 1), display=False)
+glue("extract_prompts_per_s", round(len(keep) / seconds, 1), display=False)
 
 # %% [markdown]
 # ## The residual stream grows with depth

@@ -81,10 +81,13 @@ holdout = [q for q in load_queries(100) if q.id in set(split["holdout_queries"])
 model, tokenizer = load_model(model_key)
 calibration = calibration_answers(read_jsonl(root / "responses" / f"{model_key}_responses.jsonl"),
                                   split["train_queries"], tokenizer, model_key)
+# One pass reads every band's layers.
+by_q = token_thresholds(model, tokenizer, *calibration, direction, sorted({i for b in bands.values() for i in b}),
+                        percentiles, batch_size=batch_size)
 settings = [{"label": "uncapped", "layers": [], "strength": 0.0, "band": "none", "percentile": None}]
 for name, band in bands.items():
-    by_q = token_thresholds(model, tokenizer, *calibration, direction, band, percentiles, batch_size=batch_size)
-    for q, tau in by_q.items():
+    for q, by_layer in by_q.items():
+        tau = {i: by_layer[i] for i in band}
         settings.append({"label": f"cap:{name}:p{q:g}", "layers": band, "strength": tau, "band": name,
                          "percentile": q, "thresholds": {str(k): v for k, v in tau.items()}})
 pd.DataFrame([{"band": n, "layers": ", ".join(map(str, b))} for n, b in bands.items()])

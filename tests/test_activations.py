@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from axes_lib.activations import extract, token_projections
+from axes_lib.activations import extract, extract_methods, token_projections
 
 SYSTEMS = [
     "You are a helpful, precise assistant. Answer clearly and concisely, and stay polite and factual.",
@@ -99,6 +99,17 @@ def test_extract_matches_output_hidden_states(smollm2_f64, references, method, s
     lengths = {len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts}
     assert len(lengths) > 2
     _assert_matches(got, ref)
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_one_pass_reads_both_methods(smollm2_f64, references, share_prefix):
+    """`extract_methods` reads the last token from the pass over prompt + response: both match the references."""
+    model, tokenizer = smollm2_f64
+    got = extract_methods(model, tokenizer, _prompts(tokenizer), RESPONSES, batch_size=3, share_prefix=share_prefix,
+                          progress=False)
+    assert sorted(got) == ["last_token", "response_mean"]
+    for method, values in got.items():
+        _assert_matches(values, references[method])
 
 
 def test_float32_within_rounding(smollm2, references):

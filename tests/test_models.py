@@ -22,8 +22,14 @@ def test_unknown_key_is_a_value_error(key):
 
 
 def test_unreachable_hub_model_names_it_and_says_how(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: once another test has imported it, only the
+    # constant counts (without it this test waits out the hub's network retries, about 45 s).
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(OSError, match=r"Qwen/Qwen2\.5-3B-Instruct.*huggingface-cli download"):
         load_model("qwen")
 
