@@ -261,6 +261,8 @@ class PrefixTable:
 
         Forward hooks on the layers (steering, capture) see the prefix positions as in any other forward.
         """
+        from axes_lib.kvcache import growing_cache
+
         base = base_model(model)
         device = next(model.parameters()).device
         width = max(len(p) for p in prefixes)
@@ -293,7 +295,9 @@ class PrefixTable:
 
     def cache(self, model: Any, rows: Sequence[int], reserve: int = 0) -> Any:
         """A fresh cache holding each row's prefix (a view when all rows share one prefix); with `reserve`,
-        one that grows in place with room for that many more positions (see `growing_cache`)."""
+        one that grows in place with room for that many more positions (see `kvcache.growing_cache`)."""
+        from axes_lib.kvcache import growing_cache
+
         cache = growing_cache(model, reserve)
         same = len(set(rows)) == 1
         index = torch.tensor(list(rows), device=self.mask.device)
@@ -304,39 +308,6 @@ class PrefixTable:
                 k, v = k.index_select(0, index), v.index_select(0, index)
             cache.update(k, v, layer)
         return cache
-
-
-def growing_cache(model: Any, reserve: int = 0) -> Any:
-    """A `DynamicCache` whose layers write new keys and values into a buffer with `reserve` positions of
-    room ahead (doubling when full) instead of concatenating the whole cache at every decoding step,
-    which on CPU cost a third of generation time. Masks and positions work exactly as for a
-    `DynamicCache`; with `reserve=0` it is a plain one."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    class ReservedLayer(DynamicLayer):
-        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-                self.used = 0
-            end = self.used + key_states.shape[-2]
-            if self.used == 0 or end > self.buffer_k.shape[-2]:
-                room = max(end + reserve, 2 * end)
-                shape = (*key_states.shape[:2], room, key_states.shape[-1])
-                k, v = key_states.new_empty(shape), value_states.new_empty((*shape[:3], value_states.shape[-1]))
-                if self.used:
-                    k[:, :, : self.used], v[:, :, : self.used] = self.keys, self.values
-                self.buffer_k, self.buffer_v = k, v
-            self.buffer_k[:, :, self.used : end] = key_states
-            self.buffer_v[:, :, self.used : end] = value_states
-            self.used = end
-            self.keys, self.values = self.buffer_k[:, :, :end], self.buffer_v[:, :, :end]
-            return self.keys, self.values
-
-    cache = DynamicCache(config=model.config)
-    if reserve:
-        cache.layers = [ReservedLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
-    return cache
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
-from axes_lib.activations import PrefixTable, TokenSeq, assign_prefixes, batches, growing_cache
+from axes_lib.activations import PrefixTable, TokenSeq, assign_prefixes, batches
 
 
 def check_prompts(prompts: str | Sequence[str]) -> tuple[list[str], bool]:
@@ -35,6 +35,7 @@ def generate(
     progress: bool = False,
     share_prefix: bool = True,
     min_prefix: int = 16,
+    cascade: bool = True,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Generate a response per fully formatted prompt, in input order; greedy unless `do_sample`.
@@ -44,8 +45,12 @@ def generate(
     prefix of at least `min_prefix` tokens (one system prompt per persona) have that prefix computed
     once, all prefixes in one batched pass; batches may mix prompts of different prefixes, each row
     laid out as `[prefix | padding | rest]` with the padding masked and positions counted from the
-    mask, so the result equals the unshared computation up to float rounding.
+    mask, so the result equals the unshared computation up to float rounding. With `cascade`, the rows
+    keep one copy of each prefix instead of one each, and attention reads it once per prefix
+    (`kvcache.cascade_attention`).
     """
+    from axes_lib.kvcache import cascade_attention, cascade_cache, growing_cache
+
     items, _ = check_prompts(prompts)
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
@@ -74,10 +79,16 @@ def generate(
             rows = [seq.row for seq in batch]
             ids = torch.cat([table.ids[rows], ids], dim=1)
             mask = torch.cat([table.mask[rows], mask], dim=1)
-            cache = table.cache(model, rows, reserve=width + max_new_tokens)
+            if cascade:
+                cache = cascade_cache(model, table.kv, rows, reserve=width + max_new_tokens)
+                with cascade_attention(model, cache):
+                    out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, **kwargs)
+            else:
+                cache = table.cache(model, rows, reserve=width + max_new_tokens)
+                out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, **kwargs)
         else:
-            cache = growing_cache(model, reserve=width + max_new_tokens)
-        out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, **kwargs)
+            out = model.generate(input_ids=ids, attention_mask=mask, cache=growing_cache(model, width + max_new_tokens),
+                                 **kwargs)
         for row, seq in enumerate(batch):
             outputs[seq.index] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).strip()
         bar.update(len(batch))

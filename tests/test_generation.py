@@ -37,9 +37,11 @@ SHARED = ["a b c d e f g h i j k l m n o p q r s t", "z y x w v u t s"]
 GROUPED = [f"{system} {q}" for system in SHARED for q in ("u v", "w", "x y z a", "b")] + ["c d", f"{SHARED[0]} {SHARED[0]}"]
 
 
+@pytest.mark.parametrize("cascade", [True, False])
 @pytest.mark.parametrize("intervene", [False, True])
-def test_shared_prefix_equals_unshared(tiny, intervene):
-    """Reusing a prefix's KV cache ([prefix | padding | rest] with the padding masked) changes no output."""
+def test_shared_prefix_equals_unshared(tiny, intervene, cascade):
+    """Reusing a prefix's KV cache ([prefix | padding | rest] with the padding masked), as one copy per row
+    or through cascade attention, changes no output."""
     from axes_lib.steering import steering
 
     model, tokenizer = tiny
@@ -47,12 +49,52 @@ def test_shared_prefix_equals_unshared(tiny, intervene):
     direction = {1: torch.randn(model.config.hidden_size)}
 
     def run(share):
+        kw = dict(max_new_tokens=8, batch_size=3, share_prefix=share, min_prefix=4, cascade=cascade)
         if not intervene:
-            return generate(model, tokenizer, GROUPED, max_new_tokens=8, batch_size=3, share_prefix=share, min_prefix=4)
+            return generate(model, tokenizer, GROUPED, **kw)
         with steering(model, direction, mode="cap", threshold=0.5):
-            return generate(model, tokenizer, GROUPED, max_new_tokens=8, batch_size=3, share_prefix=share, min_prefix=4)
+            return generate(model, tokenizer, GROUPED, **kw)
 
     assert run(True) == run(False)
+    assert model.config._attn_implementation == "sdpa"  # restored after cascade attention
+
+
+@pytest.mark.parametrize("q", [1, 3])
+@pytest.mark.parametrize("skipped_mask", [False, True])
+def test_cascade_attention_equals_sdpa_over_the_full_cache(q, skipped_mask):
+    """Cascade attention (shared prefixes + own keys, grouped query heads) against SDPA over each row's
+    `[prefix | own]` keys and values, in float64."""
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from axes_lib import kvcache
+
+    torch.manual_seed(0)
+    b, h, kv, d, p, s = 5, 6, 2, 8, 7, 4
+    prefix_of = [0, 1, 0, 2, 1]
+    prefix_k, prefix_v = torch.randn(3, kv, p, d, dtype=torch.float64), torch.randn(3, kv, p, d, dtype=torch.float64)
+    query = torch.randn(b, h, q, d, dtype=torch.float64)
+    key, value = torch.randn(b, kv, s, d, dtype=torch.float64), torch.randn(b, kv, s, d, dtype=torch.float64)
+    causal = torch.arange(s)[None, :] <= torch.arange(q)[:, None] + (s - q)
+    if skipped_mask:  # what the mask builder passes when nothing is padded
+        mask, full = None, torch.cat([torch.ones(q, p, dtype=torch.bool), causal], 1).expand(b, 1, q, p + s)
+    else:  # left padding in the prefix table and in the rows' own tokens
+        pad = torch.tensor([[0, 2, 0, 4, 2]]).T
+        seen = torch.cat([torch.arange(p)[None, :] >= pad, torch.arange(s)[None, :] >= torch.tensor([[0, 0, 1, 0, 0]]).T], 1)
+        mask = full = seen[:, None, None, :] & torch.cat([torch.ones(q, p, dtype=torch.bool), causal], 1)
+    index = torch.tensor(prefix_of)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        query, repeat_kv(torch.cat([prefix_k[index], key], 2), h // kv), repeat_kv(torch.cat([prefix_v[index], value], 2), h // kv),
+        attn_mask=full).transpose(1, 2)
+    groups = [torch.tensor([i for i, g in enumerate(prefix_of) if g == j]) for j in range(3)]
+    cache = SimpleNamespace(layers=[kvcache.CascadeLayer(prefix_k, prefix_v, groups, reserve=0)])
+    token = kvcache._ACTIVE.set(cache)
+    try:
+        got, _ = kvcache._attention(SimpleNamespace(layer_idx=0), query, key, value, mask)
+    finally:
+        kvcache._ACTIVE.reset(token)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("prompts, message", [([], "no prompts"), (["ok", ""], "prompt 1 is empty")])
