@@ -1,10 +1,11 @@
-"""Generation throughput unsteered vs additive vs capped: part 3 of `benchmarks.run`, also runnable alone.
+"""Generation throughput unsteered vs additive vs capped (and without cascade attention): part 3 of
+`benchmarks.run`, also runnable alone.
 
     python -m benchmarks.generation --repeats 7      # writes artifacts/bench/generation_{model}_{device}.json
 
 On a shared 2-core machine one run of a mode varies by several per cent from the next, which is as
 large as the cost of the interventions; run alone, the comparison can afford more interleaved rounds.
-Each round runs the three modes back to back, so the ratio of two modes within a round sees the same
+Each round runs the modes back to back, so the ratio of two modes within a round sees the same
 machine state; the file keeps, beside the ratio of the fastest runs, the median of those per-round ratios.
 """
 
@@ -23,7 +24,10 @@ import torch
 from benchmarks import measure
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = ((None, "unsteered"), ("add", "additive"), ("cap", "capped"))
+# (intervention, label, cascade attention): the last mode is the unsteered run with a copy of the shared
+# prefix in every row's KV cache (`generate(..., cascade=False)`), what cascade attention is measured against.
+MODES = ((None, "unsteered", True), ("add", "additive", True), ("cap", "capped", True), (None, "prefix_copies", False))
+COMPARED = ("additive", "capped", "prefix_copies")  # each as a rate relative to unsteered
 
 
 @dataclass
@@ -65,16 +69,16 @@ def timed_modes(model: Any, tok: Any, case: GenerationCase, repeats: int, device
     checks: dict[str, Any] = {}
     stats_box: dict[str, Any] = {}
 
-    def run(mode: str | None) -> list[str]:
+    def run(mode: str | None, cascade: bool) -> list[str]:
         if mode is None:
-            return generate(model, tok, case.prompts, **kwargs)
+            return generate(model, tok, case.prompts, cascade=cascade, **kwargs)
         strength = {"scale": case.scale} if mode == "add" else {"threshold": case.thresholds}
         with steering(model, case.direction, layers=case.band, mode=mode, **strength) as stats:
-            out = generate(model, tok, case.prompts, **kwargs)
+            out = generate(model, tok, case.prompts, cascade=cascade, **kwargs)
         stats_box[mode] = stats
         return out
 
-    def warm(mode: str | None) -> None:
+    def warm(mode: str | None, cascade: bool, label: str) -> None:
         calls = [0]
 
         def count(*_: Any) -> None:
@@ -82,23 +86,28 @@ def timed_modes(model: Any, tok: Any, case: GenerationCase, repeats: int, device
 
         handle = model.register_forward_pre_hook(count)  # the LM's forward: generate's steps, not shared-prefix passes
         try:
-            run(mode)
+            run(mode, cascade)
         finally:
             handle.remove()
-        checks[f"{mode or 'unsteered'}_forward_calls"] = calls[0]  # one per decoding step when all rows run every step
+        checks[f"{label}_forward_calls"] = calls[0]  # one per decoding step when all rows run every step
 
-    steps = {f"generate_{label}": (lambda m=mode: run(m), lambda m=mode: warm(m)) for mode, label in MODES}
+    steps = {f"generate_{label}": (lambda m=mode, c=cascade: run(m, c), lambda m=mode, c=cascade, n=label: warm(m, c, n))
+             for mode, label, cascade in MODES}
     log(">> " + ", ".join(steps) + " (interleaved repeats)")
     timings = measure.time_interleaved(steps, repeats, device, log)
     by_label = {name.removeprefix("generate_"): t for name, t in timings.items()}
     checks["expected_forward_calls_per_generate_batch"] = case.new_tokens
     # Every mode ran the same number of decoding steps (min_new_tokens = max_new_tokens: same tokens generated).
-    checks["same_token_count"] = len({checks[f"{m or 'unsteered'}_forward_calls"] for m, _ in MODES}) == 1
+    checks["same_token_count"] = len({checks[f"{label}_forward_calls"] for _, label, _ in MODES}) == 1
     cap_stats = stats_box.get("cap")
     checks["cap_fraction_fired"] = cap_stats.fraction_fired() if cap_stats else None
     checks["outputs_differ_from_unsteered"] = {
         label: sum(a != b for a, b in zip(by_label["unsteered"].result, by_label[label].result, strict=True))
         for label in ("additive", "capped")}
+    # Greedy outputs with and without cascade attention: equal up to float rounding (a near-tie may flip in bfloat16).
+    checks["prefix_copies_outputs_equal"] = sum(
+        a == b for a, b in zip(by_label["unsteered"].result, by_label["prefix_copies"].result, strict=True))
+    checks["prompts"] = len(case.prompts)
     return timings, checks
 
 
@@ -106,13 +115,13 @@ def summary(timings: dict[str, measure.Timing], case: GenerationCase) -> tuple[d
     """The results file's `generation` section and its ratios (fastest runs, medians, median per-round ratio)."""
     units = len(case.prompts) * case.new_tokens
     t = {name.removeprefix("generate_"): timing for name, timing in timings.items()}
-    generation: dict[str, Any] = {f"{label}_tokens_per_s": units / t[label].min for _, label in MODES}
+    generation: dict[str, Any] = {f"{label}_tokens_per_s": units / t[label].min for _, label, _ in MODES}
     generation.update({"prompts": len(case.prompts), "new_tokens_per_prompt": case.new_tokens, "band_layers": case.band,
                        "additive_scale": case.scale, "cap_thresholds": case.thresholds,
                        "note": "tokens/s = prompts × new tokens / wall seconds of axes_lib.generation.generate "
                                "(prefill included), greedy, min_new_tokens = max_new_tokens"})
     ratios: dict[str, Any] = {}
-    for label in ("additive", "capped"):
+    for label in COMPARED:
         ratios[f"{label}_vs_unsteered"] = t["unsteered"].min / t[label].min
         ratios[f"{label}_vs_unsteered_at_median"] = t["unsteered"].median / t[label].median
         ratios[f"{label}_vs_unsteered_median_round"] = statistics.median(
