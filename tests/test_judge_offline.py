@@ -258,6 +258,8 @@ def test_default_judge_chooses_by_key(monkeypatch, tmp_path, judge):
     monkeypatch.setattr(judge_mod, "_PACKAGE_ROOT", tmp_path / "no-repo")
     monkeypatch.chdir(tmp_path)
     _need_artifacts()
+    # The choice is under test, not the classifier: reuse the fixture's instead of fitting it twice more.
+    monkeypatch.setattr(AssistantClassifier, "fit", classmethod(lambda cls, *a, **k: judge.classifier))
     kwargs = {"model": judge._model, "tokenizer": judge._tokenizer, "cache": False}
     assert isinstance(default_judge(KEY, ARTIFACTS, **kwargs), OfflineJudge)
     with pytest.raises(MissingAPIKeyError):

@@ -12,10 +12,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 KEY = "smollm2"
+SMOKE = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())  # the smoke profile's parameters
 
 
 @pytest.fixture(scope="session")
@@ -23,13 +25,11 @@ def smoke(tmp_path_factory) -> Path:
     """Execute every notebook once at smoke scale; returns the scratch root (book/ + artifacts/)."""
     import jupytext
     import papermill as pm
-    import yaml
 
     root = Path(os.environ.get("AXES_SMOKE_DIR") or tmp_path_factory.mktemp("smoke"))
     shutil.rmtree(root, ignore_errors=True)
     (root / "book").mkdir(parents=True)
-    params = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
-    params["artifacts_dir"] = str(root / "artifacts")
+    params = {**SMOKE, "artifacts_dir": str(root / "artifacts")}
     for source in NOTEBOOKS:
         notebook = root / "src" / f"{source.stem}.ipynb"
         notebook.parent.mkdir(exist_ok=True)
@@ -65,10 +65,11 @@ def test_every_notebook_ran(smoke):
 def test_contrastive_data(smoke):
     rows = [json.loads(line) for line in (smoke / "artifacts/responses" / f"{KEY}_responses.jsonl").open()]
     pairs = {(r["persona"], r["query_id"]) for r in rows}
-    assert len(pairs) == len(rows) == 15 * 9  # smoke: 15 queries x 9 personas, no duplicates
+    n = SMOKE["n_queries"]
+    assert len(pairs) == len(rows) == n * 9  # smoke: n queries x 9 personas, no duplicates
     manifest = json.loads((smoke / "artifacts/responses" / f"{KEY}_responses.manifest.json").read_text())
-    assert manifest["complete"] and manifest["params"]["n_queries"] == 15
-    assert _glued(smoke / "book/01_contrastive_data.ipynb")["n_responses"] == "135"
+    assert manifest["complete"] and manifest["params"]["n_queries"] == n
+    assert _glued(smoke / "book/01_contrastive_data.ipynb")["n_responses"] == str(n * 9)
 
 
 def test_directions_and_evaluations(smoke):
@@ -98,7 +99,7 @@ def test_no_query_in_train_and_holdout(smoke):
 
 def test_sweeps_store_answers_for_the_judge(smoke):
     split = json.loads((smoke / "artifacts/evaluations" / f"{KEY}_split.json").read_text())
-    n_holdout = len(split["holdout_queries"])
+    n_holdout = min(len(split["holdout_queries"]), SMOKE["n_holdout_queries"])
     additive = [json.loads(x) for x in (smoke / "artifacts/responses" / f"{KEY}_additive.jsonl").open()]
     assert {r["setting"] for r in additive} == {"add:0", "add:20", "add_sd:2"}
     assert len(additive) == 3 * 6 * n_holdout and all(r["kind"] == "non_assistant" for r in additive)
@@ -136,32 +137,30 @@ def test_resume_keeps_finished_rows(smoke, tmp_path):
     """Notebook 01 rerun on a truncated output file regenerates only what is missing."""
     import jupytext
     import papermill as pm
-    import yaml
 
     art = tmp_path / "artifacts"
     shutil.copytree(smoke / "artifacts" / "responses", art / "responses")
     path = art / "responses" / f"{KEY}_responses.jsonl"
     lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines[:100]) + lines[100][:20])  # 100 rows and a torn line, as after a crash
-    params = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text()) | {"artifacts_dir": str(art)}
+    keep = len(lines) - 6
+    path.write_text("".join(lines[:keep]) + lines[keep][:20])  # finished rows and a torn line, as after a crash
+    params = SMOKE | {"artifacts_dir": str(art)}
     nb = tmp_path / "01.ipynb"
     jupytext.write(jupytext.read(ROOT / "notebooks/01_contrastive_data.py"), nb)
     pm.execute_notebook(nb, tmp_path / "out.ipynb", parameters=params, kernel_name="python3", cwd=str(ROOT),
                         progress_bar=False)
     rows = [json.loads(x) for x in path.open()]
-    assert [r for r in rows[:100]] == [json.loads(x) for x in lines[:100]]
-    assert len(rows) == len({(r["persona"], r["query_id"]) for r in rows}) == 135
+    assert rows[:keep] == [json.loads(x) for x in lines[:keep]]
+    assert len(rows) == len({(r["persona"], r["query_id"]) for r in rows}) == len(lines)
 
 
 def test_other_parameters_do_not_overwrite(smoke, tmp_path):
     import jupytext
     import papermill as pm
-    import yaml
 
     art = tmp_path / "artifacts"
     shutil.copytree(smoke / "artifacts" / "responses", art / "responses")
-    params = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text()) | {"artifacts_dir": str(art),
-                                                                               "max_new_tokens": 9}
+    params = SMOKE | {"artifacts_dir": str(art), "max_new_tokens": 9}
     nb = tmp_path / "01.ipynb"
     jupytext.write(jupytext.read(ROOT / "notebooks/01_contrastive_data.py"), nb)
     before = (art / "responses" / f"{KEY}_responses.jsonl").read_bytes()
