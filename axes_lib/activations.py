@@ -241,9 +241,23 @@ def _run(model: Any, **kwargs: Any) -> None:
         pass
 
 
+def _length_chunks(lengths: Sequence[int], max_tokens: int, slack: float = 0.75) -> list[list[int]]:
+    """Indices grouped longest first into chunks whose members are each at least `slack` times the chunk's
+    longest, with at most `max_tokens` tokens (members x longest) per chunk."""
+    chunks: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if chunks:
+            longest = lengths[chunks[-1][0]]
+            if lengths[i] >= slack * longest and (len(chunks[-1]) + 1) * longest <= max_tokens:
+                chunks[-1].append(i)
+                continue
+        chunks.append([i])
+    return chunks
+
+
 @dataclass
 class PrefixTable:
-    """KV caches of several token prefixes, left-padded to one width, computed in one batched pass.
+    """KV caches of several token prefixes, left-padded to one width, computed in a few batched passes.
 
     Every prompt that starts with one of the prefixes reuses its keys and values: a batch may mix
     prompts of different prefixes (one row of the table each), laid out as `[padding | prefix | rest]`
@@ -257,7 +271,8 @@ class PrefixTable:
     @classmethod
     def build(cls, model: Any, prefixes: Sequence[list[int]], pad_id: int, last_layer: int | None = None,
               max_batch_tokens: int = 8192) -> PrefixTable:
-        """Run the prefixes through the decoder (up to `last_layer`), in chunks of at most `max_batch_tokens`.
+        """Run the prefixes through the decoder (up to `last_layer`), in chunks of similar length of at most
+        `max_batch_tokens`: each chunk is cut to its longest prefix, so little is computed on padding.
 
         Forward hooks on the layers (steering, capture) see the prefix positions as in any other forward.
         """
@@ -273,16 +288,19 @@ class PrefixTable:
             mask[row, width - len(prefix) :] = 1
         ids, mask = ids.to(device), mask.to(device)
         last = model.config.num_hidden_layers - 1 if last_layer is None else last_layer
-        chunks: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
-        step = max(1, max_batch_tokens // width)
-        for start in range(0, len(prefixes), step):
-            rows = slice(start, start + step)
+        kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for rows in _length_chunks([len(p) for p in prefixes], max_batch_tokens):
+            cut = width - len(prefixes[rows[0]])  # the chunk's longest prefix starts here
+            index = torch.tensor(rows, device=device)
             cache = growing_cache(model)
-            _run(base, input_ids=ids[rows], attention_mask=mask[rows], position_ids=_positions(mask[rows]),
-                 cache=cache, use_cache=True)
-            chunks.append([(layer.keys, layer.values) for layer in cache.layers[: last + 1]])
-        kv = [(torch.cat([c[layer][0] for c in chunks]), torch.cat([c[layer][1] for c in chunks]))
-              for layer in range(last + 1)]
+            _run(base, input_ids=ids[index, cut:], attention_mask=mask[index, cut:],
+                 position_ids=_positions(mask[index, cut:]), cache=cache, use_cache=True)
+            for layer, part in enumerate(cache.layers[: last + 1]):
+                if len(kv) == layer:  # zeros on the padding left of every chunk (masked wherever they are read)
+                    shape = (len(prefixes), *part.keys.shape[1:2], width, part.keys.shape[-1])
+                    kv.append((part.keys.new_zeros(shape), part.values.new_zeros((*shape[:3], part.values.shape[-1]))))
+                kv[layer][0][index, :, cut:] = part.keys
+                kv[layer][1][index, :, cut:] = part.values
         return cls(kv, ids, mask)
 
     @property
