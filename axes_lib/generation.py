@@ -43,10 +43,10 @@ def generate(
     Prompts are sorted by length and batched with left padding, so a batch wastes little on padding
     and the outputs do not depend on the order the prompts were given in. Prompts that share a token
     prefix of at least `min_prefix` tokens (one system prompt per persona) have that prefix computed
-    once, all prefixes in one batched pass; batches may mix prompts of different prefixes, each row
-    laid out as `[prefix | padding | rest]` with the padding masked and positions counted from the
-    mask, so the result equals the unshared computation up to float rounding. With `cascade`, the rows
-    keep one copy of each prefix instead of one each, and attention reads it once per prefix
+    once (`PrefixTable`); batches may mix prompts of different prefixes, each row laid out as
+    `[prefix | padding | rest]` with the padding masked and positions counted from the mask, so the
+    result equals the unshared computation up to float rounding. With `cascade`, a batch keeps one
+    copy of each prefix instead of one per row, and attention reads it once per prefix
     (`kvcache.cascade_attention`).
     """
     from axes_lib.kvcache import cascade_attention, cascade_cache, growing_cache
