@@ -29,8 +29,8 @@ def test_capping_lifts_persona_answers_and_spares_assistant_answers(capped):
     queries = [q for q in load_queries() if q.id in set(split["holdout_queries"])][:2]
     records = contrastive_prompts(queries, load_personas(), model_type=KEY, tokenizer=capped.tokenizer)
     prompts = [r["prompt"] for r in records]
-    before = capped.generate_uncapped(prompts, max_new_tokens=32, batch_size=32)
-    after = capped.generate(prompts, max_new_tokens=32, batch_size=32)
+    before = capped.generate_uncapped(prompts, max_new_tokens=24, batch_size=32)
+    after = capped.generate(prompts, max_new_tokens=24, batch_size=32)
     assert capped.last_stats is not None and all(0 < f < 1 for f in capped.last_stats.fraction_fired().values())
 
     def projection(answers):
