@@ -354,8 +354,6 @@ def extract(
     Prompts must be fully formatted (chat template applied). Results do not depend on batching,
     padding side or prefix sharing (up to float rounding). `extract_methods` reads both in one pass.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
     return extract_methods(model, tokenizer, prompts, responses if method == "response_mean" else None, (method,),
                            layers, batch_size, max_batch_tokens, share_prefix, min_prefix, progress)[method]
 

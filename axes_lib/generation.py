@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -81,14 +82,12 @@ def generate(
             mask = torch.cat([table.mask[rows], mask], dim=1)
             if cascade:
                 cache = cascade_cache(model, table.kv, rows, reserve=width + max_new_tokens)
-                with cascade_attention(model, cache):
-                    out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, **kwargs)
             else:
                 cache = table.cache(model, rows, reserve=width + max_new_tokens)
-                out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, **kwargs)
         else:
-            out = model.generate(input_ids=ids, attention_mask=mask, cache=growing_cache(model, width + max_new_tokens),
-                                 **kwargs)
+            cache = growing_cache(model, reserve=width + max_new_tokens)
+        with cascade_attention(model, cache) if cascade and batch[0].prefix else nullcontext():
+            out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, **kwargs)
         for row, seq in enumerate(batch):
             outputs[seq.index] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).strip()
         bar.update(len(batch))
