@@ -1,4 +1,5 @@
-"""Generation throughput unsteered vs additive vs capped (and without cascade attention): part 3 of
+"""Generation throughput unsteered vs additive vs capped (and with the other choice of attention over
+shared prefixes than the device's default, see `generate`'s `cascade`): part 3 of
 `benchmarks.run`, also runnable alone.
 
     python -m benchmarks.generation --repeats 7      # writes artifacts/bench/generation_{model}_{device}.json
@@ -24,10 +25,15 @@ import torch
 from benchmarks import measure
 
 ROOT = Path(__file__).resolve().parent.parent
-# (intervention, label, cascade attention): the last mode is the unsteered run with a copy of the shared
-# prefix in every row's KV cache (`generate(..., cascade=False)`), what cascade attention is measured against.
-MODES = ((None, "unsteered", True), ("add", "additive", True), ("cap", "capped", True), (None, "prefix_copies", False))
-COMPARED = ("additive", "capped", "prefix_copies")  # each as a rate relative to unsteered
+# (intervention, label, cascade attention; None: generate's default for the device, on for CPU only). The
+# fourth mode is the unsteered run with the other choice: on CPU a copy of the shared prefix in every row's
+# KV cache (`cascade=False`), on a GPU cascade attention (`cascade=True`).
+STEERED = ((None, "unsteered", None), ("add", "additive", None), ("cap", "capped", None))
+OTHER_ATTENTION = {"cpu": (None, "prefix_copies", False), "cuda": (None, "cascade", True)}
+
+
+def modes(device: str) -> tuple[tuple[str | None, str, bool | None], ...]:
+    return (*STEERED, OTHER_ATTENTION["cpu" if str(device).startswith("cpu") else "cuda"])
 
 
 @dataclass
@@ -69,7 +75,7 @@ def timed_modes(model: Any, tok: Any, case: GenerationCase, repeats: int, device
     checks: dict[str, Any] = {}
     stats_box: dict[str, Any] = {}
 
-    def run(mode: str | None, cascade: bool) -> list[str]:
+    def run(mode: str | None, cascade: bool | None) -> list[str]:
         if mode is None:
             return generate(model, tok, case.prompts, cascade=cascade, **kwargs)
         strength = {"scale": case.scale} if mode == "add" else {"threshold": case.thresholds}
@@ -78,7 +84,7 @@ def timed_modes(model: Any, tok: Any, case: GenerationCase, repeats: int, device
         stats_box[mode] = stats
         return out
 
-    def warm(mode: str | None, cascade: bool, label: str) -> None:
+    def warm(mode: str | None, cascade: bool | None, label: str) -> None:
         calls = [0]
 
         def count(*_: Any) -> None:
@@ -92,21 +98,22 @@ def timed_modes(model: Any, tok: Any, case: GenerationCase, repeats: int, device
         checks[f"{label}_forward_calls"] = calls[0]  # one per decoding step when all rows run every step
 
     steps = {f"generate_{label}": (lambda m=mode, c=cascade: run(m, c), lambda m=mode, c=cascade, n=label: warm(m, c, n))
-             for mode, label, cascade in MODES}
+             for mode, label, cascade in modes(device)}
     log(">> " + ", ".join(steps) + " (interleaved repeats)")
     timings = measure.time_interleaved(steps, repeats, device, log)
     by_label = {name.removeprefix("generate_"): t for name, t in timings.items()}
     checks["expected_forward_calls_per_generate_batch"] = case.new_tokens
     # Every mode ran the same number of decoding steps (min_new_tokens = max_new_tokens: same tokens generated).
-    checks["same_token_count"] = len({checks[f"{label}_forward_calls"] for _, label, _ in MODES}) == 1
+    checks["same_token_count"] = len({checks[f"{label}_forward_calls"] for _, label, _ in modes(device)}) == 1
     cap_stats = stats_box.get("cap")
     checks["cap_fraction_fired"] = cap_stats.fraction_fired() if cap_stats else None
     checks["outputs_differ_from_unsteered"] = {
         label: sum(a != b for a, b in zip(by_label["unsteered"].result, by_label[label].result, strict=True))
         for label in ("additive", "capped")}
     # Greedy outputs with and without cascade attention: equal up to float rounding (a near-tie may flip in bfloat16).
-    checks["prefix_copies_outputs_equal"] = sum(
-        a == b for a, b in zip(by_label["unsteered"].result, by_label["prefix_copies"].result, strict=True))
+    other = modes(device)[-1][1]
+    checks[f"{other}_outputs_equal"] = sum(
+        a == b for a, b in zip(by_label["unsteered"].result, by_label[other].result, strict=True))
     checks["prompts"] = len(case.prompts)
     return timings, checks
 
@@ -115,13 +122,13 @@ def summary(timings: dict[str, measure.Timing], case: GenerationCase) -> tuple[d
     """The results file's `generation` section and its ratios (fastest runs, medians, median per-round ratio)."""
     units = len(case.prompts) * case.new_tokens
     t = {name.removeprefix("generate_"): timing for name, timing in timings.items()}
-    generation: dict[str, Any] = {f"{label}_tokens_per_s": units / t[label].min for _, label, _ in MODES}
+    generation: dict[str, Any] = {f"{label}_tokens_per_s": units / t[label].min for label in t}
     generation.update({"prompts": len(case.prompts), "new_tokens_per_prompt": case.new_tokens, "band_layers": case.band,
                        "additive_scale": case.scale, "cap_thresholds": case.thresholds,
                        "note": "tokens/s = prompts × new tokens / wall seconds of axes_lib.generation.generate "
                                "(prefill included), greedy, min_new_tokens = max_new_tokens"})
     ratios: dict[str, Any] = {}
-    for label in COMPARED:
+    for label in (label for label in t if label != "unsteered"):
         ratios[f"{label}_vs_unsteered"] = t["unsteered"].min / t[label].min
         ratios[f"{label}_vs_unsteered_at_median"] = t["unsteered"].median / t[label].median
         ratios[f"{label}_vs_unsteered_median_round"] = statistics.median(

@@ -32,4 +32,4 @@ def test_ratios_from_interleaved_rounds():
               "machine": "box", "settings": {"repeats": 3}, "manifest": {"created": "2026-11-27T08:00", "code_version": "v"}}
     text = generation_table(result)
     assert "| additive steering | 20.0 | 1.00× | 1.20× | 1.00× |" in text and "the same number of" in text
-    assert "| unsteered, no cascade attention | 13.3 | 0.67× | 0.75× | 0.75× |" in text and "4 of 4 greedy outputs" in text
+    assert "| unsteered, no cascade attention | 13.3 | 0.67× | 0.75× | 0.75× |" in text and "4 of 4 greedy outputs" in text and "default run" in text

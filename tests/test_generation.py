@@ -59,9 +59,11 @@ def test_shared_prefix_equals_unshared(tiny, intervene, cascade):
     assert model.config._attn_implementation == "sdpa"  # restored after cascade attention
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
 @pytest.mark.parametrize("q", [1, 3])
 @pytest.mark.parametrize("skipped_mask", [False, True])
-def test_cascade_attention_equals_sdpa_over_the_full_cache(q, skipped_mask):
+def test_cascade_attention_equals_sdpa_over_the_full_cache(q, skipped_mask, device):
     """Cascade attention (shared prefixes + own keys, grouped query heads) against SDPA over each row's
     `[prefix | own]` keys and values, in float64."""
     from types import SimpleNamespace
@@ -83,11 +85,13 @@ def test_cascade_attention_equals_sdpa_over_the_full_cache(q, skipped_mask):
         pad = torch.tensor([[0, 2, 0, 4, 2]]).T
         seen = torch.cat([torch.arange(p)[None, :] >= pad, torch.arange(s)[None, :] >= torch.tensor([[0, 0, 1, 0, 0]]).T], 1)
         mask = full = seen[:, None, None, :] & torch.cat([torch.ones(q, p, dtype=torch.bool), causal], 1)
-    index = torch.tensor(prefix_of)
+    prefix_k, prefix_v, query, key, value = (t.to(device) for t in (prefix_k, prefix_v, query, key, value))
+    mask, full = (None if m is None else m.to(device) for m in (mask, full))
+    index = torch.tensor(prefix_of, device=device)
     ref = torch.nn.functional.scaled_dot_product_attention(
         query, repeat_kv(torch.cat([prefix_k[index], key], 2), h // kv), repeat_kv(torch.cat([prefix_v[index], value], 2), h // kv),
         attn_mask=full).transpose(1, 2)
-    groups = [torch.tensor([i for i, g in enumerate(prefix_of) if g == j]) for j in range(3)]
+    groups = [torch.tensor([i for i, g in enumerate(prefix_of) if g == j], device=device) for j in range(3)]
     cache = SimpleNamespace(layers=[kvcache.CascadeLayer(prefix_k, prefix_v, groups, reserve=0)])
     token = kvcache._ACTIVE.set(cache)
     try:
