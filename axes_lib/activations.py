@@ -9,6 +9,7 @@ prefix once and reuses its KV cache for every prompt that starts with it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +20,11 @@ from axes_lib.models import base_model, decoder_layers
 
 Method = Literal["last_token", "response_mean"]
 METHODS: tuple[str, ...] = ("last_token", "response_mean")
+
+
+#: While `generation.generate` runs a forward: the index, in its prompts, of each row of that forward (for a
+#: row of a `PrefixTable`, a prompt that starts with that prefix). `steering.steering_rows` reads it.
+batch_prompts: ContextVar[torch.Tensor | None] = ContextVar("batch_prompts", default=None)
 
 
 class _StopForward(Exception):
@@ -289,12 +295,17 @@ class PrefixTable:
         ids, mask = ids.to(device), mask.to(device)
         last = model.config.num_hidden_layers - 1 if last_layer is None else last_layer
         kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        prompt_of = batch_prompts.get()  # set by `generate`: one prompt per prefix
         for rows in _length_chunks([len(p) for p in prefixes], max_batch_tokens):
             cut = width - len(prefixes[rows[0]])  # the chunk's longest prefix starts here
             index = torch.tensor(rows, device=device)
             cache = growing_cache(model)
-            _run(base, input_ids=ids[index, cut:], attention_mask=mask[index, cut:],
-                 position_ids=_positions(mask[index, cut:]), cache=cache, use_cache=True)
+            token = batch_prompts.set(None if prompt_of is None else prompt_of[rows])
+            try:
+                _run(base, input_ids=ids[index, cut:], attention_mask=mask[index, cut:],
+                     position_ids=_positions(mask[index, cut:]), cache=cache, use_cache=True)
+            finally:
+                batch_prompts.reset(token)
             for layer, part in enumerate(cache.layers[: last + 1]):
                 if len(kv) == layer:  # zeros on the padding left of every chunk (masked wherever they are read)
                     shape = (len(prefixes), *part.keys.shape[1:2], width, part.keys.shape[-1])

@@ -15,10 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
 from axes_lib.generation import generate
-from axes_lib.steering import check_strength, steering
+from axes_lib.steering import Intervention, check_strength, make_intervention, steering, steering_rows
 
 GRID_FORMAT = "axes_lib.demo_grid/1"
 MODE_TITLES = {"add": "Additive steering", "cap": "Activation capping"}
@@ -74,7 +73,8 @@ def build_grid(
 
     A strength is a number or a per-layer dict (scales in the model's units; thresholds are positions on
     the axis). A cap threshold of `None` means "no cap" and reuses the unsteered answers; every other
-    setting, add scale 0 included, runs under the hooks. Each strength records `fired`: the mean share of
+    setting, add scale 0 included, runs under the hooks, all of them in one `generate` call (each prompt
+    copy steered by its own setting, `steering.steering_rows`). Each strength records `fired`: the mean share of
     positions the intervention changed (None for "no cap"). `prompt_fn(persona, query)` formats a prompt
     (default: `axes_lib.prompts.format_prompt` with the persona's system prompt). Personas need `name`
     and `system` (`label` optional), queries `id` and `text`; attributes or dict keys both work.
@@ -103,29 +103,29 @@ def build_grid(
     cells = list(itertools.product(range(len(personas)), range(len(queries))))
     prompts = [prompt_fn(personas[p], queries[q]) for p, q in cells]
 
-    def run(mode: str | None, strength: Strength | None) -> tuple[list[str], float | None]:
-        if mode is None or strength is None:
-            return generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size), None
+    # One generate call for every setting: each prompt copy steered by its own (`steering_rows`).
+    settings: list[Intervention | None] = [None]  # the unsteered answers
+    index: dict[str, list[int | None]] = {}
+    for mode, values in strengths.items():
         key = "scale" if mode == "add" else "threshold"
-        with steering(model, direction, layers=layers[mode], mode=mode, **{key: strength}) as stats:
-            out = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        zero = mode == "add" and not any(strength.values() if isinstance(strength, Mapping) else [strength])
-        return out, 0.0 if zero else _mean_fired(stats.summary())  # adding 0 changes no position
+        index[mode] = []
+        for v in values:
+            index[mode].append(None if v is None else len(settings))
+            settings += [] if v is None else [make_intervention(mode, layers[mode], **{key: v})]
+    setting_of = [k for k in range(len(settings)) for _ in prompts]
+    with steering_rows(model, direction, settings, setting_of) as stats:
+        flat = generate(model, tokenizer, prompts * len(settings), max_new_tokens=max_new_tokens,
+                        batch_size=batch_size, groups=setting_of, progress=True)
 
-    def shape(flat: list[str]) -> list[list[str]]:
-        return [[flat[p * len(queries) + q] for q in range(len(queries))] for p in range(len(personas))]
+    def shape(k: int) -> list[list[str]]:
+        answers = flat[k * len(prompts):(k + 1) * len(prompts)]
+        return [[answers[p * len(queries) + q] for q in range(len(queries))] for p in range(len(personas))]
 
-    bar = tqdm(total=1 + sum(len(v) for v in strengths.values()), desc="demo grid", leave=False)
-    base, _ = run(None, None)
-    bar.update()
+    base = shape(0)
     modes: dict[str, Any] = {}
     for mode, values in strengths.items():
-        per_setting, fired = [], []
-        for value in values:
-            answers, frac = (base, None) if value is None else run(mode, value)
-            per_setting.append(shape(answers))
-            fired.append(frac)
-            bar.update()
+        per_setting = [base if k is None else shape(k) for k in index[mode]]
+        fired = [None if k is None else _mean_fired(stats[k].summary()) for k in index[mode]]
         modes[mode] = {
             "title": MODE_TITLES[mode], "layers": layers[mode],
             "strengths": [{"label": lab, "value": _jsonable(v), "fired": f}
@@ -134,7 +134,6 @@ def build_grid(
             "answers": [[[per_setting[s][p][q] for s in range(len(values))] for q in range(len(queries))]
                         for p in range(len(personas))],
         }
-    bar.close()
     return {
         "format": GRID_FORMAT,
         **dict(metadata or {}),
@@ -143,7 +142,7 @@ def build_grid(
                       "system": str(_field(p, "system", ""))} for p in personas],
         "queries": [{"id": str(_field(q, "id")), "category": str(_field(q, "category", "") or ""),
                      "text": str(_field(q, "text"))} for q in queries],
-        "unsteered": shape(base),
+        "unsteered": base,
         "modes": modes,
     }
 

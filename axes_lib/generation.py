@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
 import torch
 from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
-from axes_lib.activations import PrefixTable, TokenSeq, assign_prefixes, batches
+from axes_lib.activations import PrefixTable, TokenSeq, assign_prefixes, batch_prompts, batches
 
 
 def check_prompts(prompts: str | Sequence[str]) -> tuple[list[str], bool]:
@@ -37,6 +37,7 @@ def generate(
     share_prefix: bool = True,
     min_prefix: int = 16,
     cascade: bool | None = None,
+    groups: Sequence[Hashable] | None = None,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Generate a response per fully formatted prompt, in input order; greedy unless `do_sample`.
@@ -50,7 +51,9 @@ def generate(
     copy of each prefix instead of one per row, and attention reads it once per prefix
     (`kvcache.cascade_attention`). By default (None) it is used on CPU only: there it saves reading the
     prefix copies (1.34x on 64 mixed-persona prompts), while on a GPU its per-prefix loop of small kernels
-    costs more than SDPA over the copies (2.6x slower on an H100, `make bench`).
+    costs more than SDPA over the copies (2.6x slower on an H100, `make bench`). Prompts of different
+    `groups` (one label per prompt) never share a prefix: `steering.steering_rows` steers each group by
+    its own setting, prefix positions included.
     """
     from axes_lib.kvcache import cascade_attention, cascade_cache, growing_cache
 
@@ -63,14 +66,33 @@ def generate(
     encoded = tokenizer(items, add_special_tokens=False)["input_ids"]
     # A shared prefix stops before each prompt's last token: generation needs one new input position.
     seqs = [TokenSeq(i, ids, len(ids) - 1, len(ids)) for i, ids in enumerate(encoded)]
-    prefixes = assign_prefixes(seqs, min_prefix, own=True) if share_prefix else []
-    table = PrefixTable.build(model, prefixes, pad_id) if prefixes else None
+    if groups is not None and len(groups) != len(items):
+        raise ValueError(f"got {len(groups)} groups for {len(items)} prompts: need one label per prompt")
+    prefixes: list[list[int]] = []
+    if share_prefix:
+        members: dict[Hashable, list[TokenSeq]] = {}
+        for seq in seqs:
+            members.setdefault(None if groups is None else groups[seq.index], []).append(seq)
+        for part in members.values():
+            offset = len(prefixes)
+            prefixes += assign_prefixes(part, min_prefix, own=True)
+            for seq in part:
+                seq.row += offset if seq.prefix else 0
+    table = None
+    if prefixes:
+        first = {seq.row: seq.index for seq in reversed(seqs) if seq.prefix}
+        token = batch_prompts.set(torch.tensor([first[row] for row in range(len(prefixes))]))
+        try:
+            table = PrefixTable.build(model, prefixes, pad_id)
+        finally:
+            batch_prompts.reset(token)
     outputs: list[str] = [""] * len(items)
     kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad_id, **generate_kwargs}
     if not do_sample:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     bar = tqdm(total=len(items), desc="generate", disable=not progress, leave=False)
     for batch in batches(seqs, batch_size, max_tokens=sys.maxsize):
+        batch = sorted(batch, key=lambda seq: seq.row)  # rows of one prefix side by side (cascade attention slices them)
         width = max(len(seq.rest) for seq in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -89,8 +111,12 @@ def generate(
                 cache = table.cache(model, rows, reserve=width + max_new_tokens)
         else:
             cache = growing_cache(model, reserve=width + max_new_tokens)
-        with cascade_attention(model, cache) if cascade and batch[0].prefix else nullcontext():
-            out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, **kwargs)
+        token = batch_prompts.set(torch.tensor([seq.index for seq in batch]))
+        try:
+            with cascade_attention(model, cache) if cascade and batch[0].prefix else nullcontext():
+                out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, **kwargs)
+        finally:
+            batch_prompts.reset(token)
         for row, seq in enumerate(batch):
             outputs[seq.index] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).strip()
         bar.update(len(batch))

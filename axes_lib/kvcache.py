@@ -71,10 +71,11 @@ class CascadeLayer(ReservedLayer):
     full `[prefix | own]` layout; `update` returns only the own part, and `cascade_attention` adds the prefix.
     """
 
-    def __init__(self, prefix_k: torch.Tensor, prefix_v: torch.Tensor, groups: list[torch.Tensor], reserve: int) -> None:
+    def __init__(self, prefix_k: torch.Tensor, prefix_v: torch.Tensor, groups: Sequence[slice | torch.Tensor],
+                 reserve: int) -> None:
         super().__init__(reserve)
         self.prefix_k, self.prefix_v = prefix_k, prefix_v  # [n_prefixes, kv_heads, width, head_dim]
-        self.groups = groups  # per prefix: the batch rows that use it
+        self.groups = groups  # per prefix: the batch rows that use it (a slice or their indices)
         self.width = prefix_k.shape[-2]
 
     def get_seq_length(self) -> int:
@@ -89,8 +90,11 @@ def cascade_cache(model: Any, kv: Sequence[tuple[torch.Tensor, torch.Tensor]], r
     width, head_dim]`, left-padded to one width as in `PrefixTable`); only the prefixes used are kept."""
     used = sorted(set(rows))
     index = torch.tensor(used, device=kv[0][0].device)
-    where = torch.tensor([used.index(r) for r in rows])
-    groups = [(where == g).nonzero().squeeze(1).to(index.device) for g in range(len(used))]
+    groups: list[slice | torch.Tensor] = []
+    for prefix in used:  # a slice where the prefix's rows are side by side (views, not gathers), else their indices
+        members = [i for i, r in enumerate(rows) if r == prefix]
+        contiguous = members[-1] - members[0] + 1 == len(members)
+        groups.append(slice(members[0], members[-1] + 1) if contiguous else torch.tensor(members, device=index.device))
     cache = DynamicCache(config=model.config)
     if len(cache.layers) != len(kv):
         raise ValueError(f"prefix table has {len(kv)} layers, the model {len(cache.layers)}")
@@ -132,6 +136,10 @@ def _full_mask(mask: torch.Tensor | None, b: int, q: int, p: int, s: int, device
     return torch.cat([torch.ones((q, p), dtype=torch.bool, device=device), own], dim=1).expand(b, 1, q, p + s)
 
 
+def _count(rows: slice | torch.Tensor, b: int) -> int:
+    return len(range(*rows.indices(b))) if isinstance(rows, slice) else len(rows)
+
+
 def _attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None,
                dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     cache = _ACTIVE.get()
@@ -147,7 +155,7 @@ def _attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch
     scores = torch.empty((b, kv, rq, p + s), dtype=dtype, device=query.device)
     scores[..., p:] = qg @ key.transpose(-1, -2)
     for g, rows in enumerate(layer.groups):  # one product per prefix for all the rows that share it
-        n = len(rows)
+        n = _count(rows, b)
         part = qg[rows].transpose(0, 1).reshape(kv, n * rq, d) @ layer.prefix_k[g].transpose(-1, -2)
         scores[rows, :, :, :p] = part.view(kv, n, rq, p).transpose(0, 1).to(dtype)
     mask = _full_mask(attention_mask, b, q, p, s, query.device)
@@ -155,7 +163,7 @@ def _attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch
     probs = scores.masked_fill_(~mask, torch.finfo(dtype).min).softmax(-1).to(value.dtype)
     out = probs[..., p:] @ value
     for g, rows in enumerate(layer.groups):
-        n = len(rows)
+        n = _count(rows, b)
         part = probs[rows, :, :, :p].transpose(0, 1).reshape(kv, n * rq, p) @ layer.prefix_v[g]
         out[rows] += part.view(kv, n, rq, d).transpose(0, 1)
     return out.view(b, kv, rep, q, d).reshape(b, h, q, d).transpose(1, 2).contiguous(), None

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import torch
 
-from axes_lib.activations import token_projections
+from axes_lib.activations import batch_prompts, token_projections
 from axes_lib.directions import unit, validate_direction
 from axes_lib.models import base_model, decoder_layers
 
@@ -207,6 +207,89 @@ def steering(
         for handle in handles:
             handle.remove()
         tally.into(stats)
+
+
+@contextmanager
+def steering_rows(
+    model: Any,
+    direction: Mapping[int, torch.Tensor],
+    settings: Sequence[Intervention | None],
+    setting_of: Sequence[int],
+) -> Iterator[list[SteeringStats]]:
+    """Steer each prompt of a `generation.generate` call by its own setting, so one batch can hold many.
+
+    `settings` are interventions (`make_intervention`; None: unsteered), `setting_of[i]` the setting of
+    prompt `i` of the `generate` call made inside the block (pass it as `generate(..., groups=setting_of)`,
+    so prompts of different settings never share a prefix's keys and values). At each layer a row gets its
+    setting's scale (0 where it adds nothing) and threshold (-inf where it caps nothing): adding 0 or
+    capping at -inf leaves a state bitwise unchanged, so each row is computed as under `steering` with its
+    setting alone. Yields one `SteeringStats` per setting, filled in when the block exits.
+    """
+    setting_of = [int(k) for k in setting_of]
+    if any(not 0 <= k < len(settings) for k in setting_of):
+        raise ValueError(f"setting_of must index settings (0..{len(settings) - 1}), got {sorted(set(setting_of))}")
+    used = [i for i in settings if i is not None]
+    layers = sorted({layer for i in used for layer in i.layers})
+    missing = [layer for layer in layers if layer not in direction]
+    if missing:
+        raise ValueError(f"direction has no vector for layers {missing}; it covers {sorted(direction)}")
+    validate_direction({layer: direction[layer] for layer in layers}, model)
+    device = next(model.parameters()).device
+    units = {layer: vec.to(device) for layer, vec in unit({layer: direction[layer] for layer in layers}).items()}
+    # Per layer and mode: the strength of every prompt, through its setting (None where no setting acts).
+    per_prompt: dict[tuple[int, str], torch.Tensor] = {}
+    for layer in layers:
+        for mode, off in (("add", 0.0), ("cap", -math.inf)):
+            values = [i.strength.get(layer, off) if i is not None and i.mode == mode else off for i in settings]
+            if any(v != off for v in values):
+                per_prompt[layer, mode] = torch.tensor(values, device=device)[setting_of]
+    group = torch.tensor(setting_of, device=device)
+    sums = {layer: torch.zeros((len(settings), 3), dtype=torch.float64, device=device) for layer in layers}
+    state: dict[str, torch.Tensor | None] = {"mask": None}
+
+    def grab_mask(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        state["mask"] = kwargs.get("attention_mask")
+
+    def make_hook(layer: int) -> Any:
+        def hook(module: Any, args: Any, output: Any) -> Any:
+            hidden = output[0] if isinstance(output, tuple) else output
+            rows = batch_prompts.get()
+            if rows is None or len(rows) != hidden.shape[0]:
+                raise RuntimeError("steering_rows acts inside axes_lib.generation.generate only (it maps batch rows to prompts)")
+            rows = rows.to(hidden.device)
+            u = units[layer].to(hidden.dtype)
+            valid = _valid_positions(state["mask"], hidden)
+            fired = torch.zeros_like(valid)
+            correction = torch.zeros(valid.shape, dtype=torch.float32, device=hidden.device)
+            if (layer, "add") in per_prompt:
+                scale = per_prompt[layer, "add"][rows]
+                hidden = hidden + scale[:, None, None].to(hidden.dtype) * u
+                fired |= (scale != 0)[:, None]
+                correction += scale[:, None].float()
+            if (layer, "cap") in per_prompt:
+                hidden, below, lift = _cap(hidden, u, per_prompt[layer, "cap"][rows][:, None, None])
+                fired |= below
+                correction += lift
+            row = torch.stack([valid.sum(1), (fired & valid).sum(1), (correction * valid).sum(1)], 1).double()
+            sums[layer].index_add_(0, group[rows], row)
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+        return hook
+
+    blocks = decoder_layers(model)
+    handles = [base_model(model).register_forward_pre_hook(grab_mask, with_kwargs=True)]
+    stats = [SteeringStats() for _ in settings]
+    try:
+        for layer in layers:
+            handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
+        yield stats
+    finally:
+        for handle in handles:
+            handle.remove()
+        for layer, table in sums.items():
+            for k, (n, fired, corr) in enumerate(table.tolist()):
+                if settings[k] is not None and layer in settings[k].strength:
+                    stats[k].positions[layer], stats[k].fired[layer], stats[k].correction_sum[layer] = int(n), int(fired), corr
 
 
 def _valid_positions(mask: torch.Tensor | None, hidden: torch.Tensor) -> torch.Tensor:

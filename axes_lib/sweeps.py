@@ -18,7 +18,7 @@ from axes_lib.generation import generate
 from axes_lib.io import append_jsonl, read_jsonl
 from axes_lib.metrics import project
 from axes_lib.prompts import format_prompt, load_personas
-from axes_lib.steering import steering
+from axes_lib.steering import make_intervention, steering_rows
 
 
 def calibration_answers(
@@ -49,31 +49,46 @@ def sweep(
     """Generate an answer for every record (needs "prompt") under every setting, appending to `out_path`.
 
     A setting is `{"label": str, "layers": [...], "strength": float | {layer: float}, ...}`; strength 0
-    with mode "add" — or `layers == []` — is the unsteered baseline. Rows already in `out_path` (same
-    setting label and record id) are kept, so an interrupted sweep resumes. Returns all rows.
+    with mode "add" — or `layers == []` — is the unsteered baseline. Settings are generated together,
+    as many as fill `batch_size` rows (each row steered by its own setting, `steering.steering_rows`),
+    and appended to `out_path` when they are done. Rows already there (same setting label and record id)
+    are kept, so an interrupted sweep resumes. Returns all rows.
     """
     out_path = Path(out_path)
     done = {(r["setting"], r["id"]) for r in read_jsonl(out_path)} if out_path.exists() else set()
-    for setting in tqdm(settings, desc=f"sweep {mode}", leave=False):
-        todo = [r for r in records if (setting["label"], r["id"]) not in done]
-        if not todo:
-            continue
-        prompts = [r["prompt"] for r in todo]
-        kwargs = {"scale" if mode == "add" else "threshold": setting["strength"]}
-        if setting["layers"]:
-            with steering(model, direction, layers=setting["layers"], mode=mode, **kwargs) as stats:
-                answers = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-            fired = stats.summary()
-        else:
-            answers = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-            fired = {}
-        meta = {k: v for k, v in setting.items() if k not in ("label", "strength")}
+    interventions = [make_intervention(mode, s["layers"], **{"scale" if mode == "add" else "threshold": s["strength"]})
+                     if s["layers"] else None for s in settings]  # every setting checked before any generation
+    todo = [(k, [r for r in records if (s["label"], r["id"]) not in done]) for k, s in enumerate(settings)]
+    todo = [(k, rows) for k, rows in todo if rows]
+    bar = tqdm(total=len(todo), desc=f"sweep {mode}", leave=False)
+    for chunk in _fill(todo, batch_size):
+        pairs = [(k, r) for k, rows in chunk for r in rows]
+        with steering_rows(model, direction, interventions, [k for k, _ in pairs]) as stats:
+            answers = generate(model, tokenizer, [r["prompt"] for _, r in pairs], max_new_tokens=max_new_tokens,
+                               batch_size=batch_size, groups=[k for k, _ in pairs])
         append_jsonl(out_path, [
-            {**{k: v for k, v in r.items() if k != "prompt"}, "setting": setting["label"], "mode": mode,
-             **meta, "response": a, "stats": fired}
-            for r, a in zip(todo, answers)
+            {**{key: v for key, v in r.items() if key != "prompt"}, "setting": settings[k]["label"], "mode": mode,
+             **{key: v for key, v in settings[k].items() if key not in ("label", "strength")}, "response": a,
+             "stats": stats[k].summary() if interventions[k] is not None else {}}
+            for (k, r), a in zip(pairs, answers, strict=True)
         ])
+        bar.update(len(chunk))
+    bar.close()
     return read_jsonl(out_path)
+
+
+def _fill(todo: list[tuple[int, list[Any]]], rows: int) -> list[list[tuple[int, list[Any]]]]:
+    """Consecutive settings grouped into chunks of at most `rows` rows (a larger setting is a chunk of its own)."""
+    chunks: list[list[tuple[int, list[Any]]]] = []
+    size = 0
+    for item in todo:
+        if chunks and size + len(item[1]) <= rows:
+            chunks[-1].append(item)
+            size += len(item[1])
+        else:
+            chunks.append([item])
+            size = len(item[1])
+    return chunks
 
 
 def response_projection(
@@ -88,16 +103,21 @@ def response_projection(
     """Mean over `layers` of the response-mean projection on the unit direction, read by the unsteered model.
 
     Teacher-forces each (prompt, response) with no intervention, so it measures the text that was
-    generated, not the intervention itself. Empty responses give NaN.
+    generated, not the intervention itself; equal pairs (a setting that changed no word) are read once.
+    Empty responses give NaN.
     """
     out = np.full(len(prompts), np.nan)
-    keep = [i for i, r in enumerate(responses) if r.strip()]
-    if not keep:
+    unique: dict[tuple[str, str], int] = {}
+    for pair in zip(prompts, responses, strict=True):
+        if pair[1].strip():
+            unique.setdefault(pair, len(unique))
+    if not unique:
         return out
-    acts = extract(model, tokenizer, [prompts[i] for i in keep], method="response_mean",
-                   responses=[responses[i] for i in keep], layers=list(layers), batch_size=batch_size, progress=False)
-    proj = project(acts, {layer: direction[layer] for layer in layers}, layers=list(layers)).double().numpy()
-    out[keep] = proj.mean(axis=1)
+    acts = extract(model, tokenizer, [p for p, _ in unique], method="response_mean", responses=[r for _, r in unique],
+                   layers=list(layers), batch_size=batch_size, progress=False)
+    proj = project(acts, {layer: direction[layer] for layer in layers}, layers=list(layers)).double().numpy().mean(axis=1)
+    keep = [i for i, r in enumerate(responses) if r.strip()]
+    out[keep] = proj[[unique[prompts[i], responses[i]] for i in keep]]
     return out
 
 

@@ -172,3 +172,50 @@ def test_own_prefixes_keep_one_batch(tiny):
     for seq in seqs:  # every prompt keeps exactly its last token for its own pass, and its prefix is its start
         assert len(seq.rest) >= 1 and prefixes[seq.row] == seq.ids[: seq.prefix]
     assert len(seqs[8].rest) == 1  # "c d": its own prefix is all but its last token
+
+
+@pytest.mark.parametrize("cascade", [True, False])
+def test_steering_rows_equals_one_setting_at_a_time(tiny, cascade):
+    """One generate call with each prompt steered by its own setting gives every setting's answers and
+    stats as a run of that setting alone (prompts of different settings never share a prefix)."""
+    from axes_lib.steering import make_intervention, steering, steering_rows
+
+    model, tokenizer = tiny
+    torch.manual_seed(2)
+    direction = {0: torch.randn(model.config.hidden_size), 1: torch.randn(model.config.hidden_size)}
+    settings = [None, make_intervention("add", [1], scale=0.5), make_intervention("cap", [0, 1], threshold=0.5),
+                make_intervention("add", [0, 1], scale={0: 0.2, 1: 1.0})]
+    kw = dict(max_new_tokens=6, min_new_tokens=6, batch_size=4, min_prefix=4, cascade=cascade)
+    alone, alone_stats = [], []
+    for setting in settings:
+        if setting is None:
+            alone.append(generate(model, tokenizer, GROUPED, **kw))
+            alone_stats.append(None)
+            continue
+        key = "scale" if setting.mode == "add" else "threshold"
+        with steering(model, direction, layers=setting.layers, mode=setting.mode, **{key: setting.strength}) as stats:
+            alone.append(generate(model, tokenizer, GROUPED, **kw))
+        alone_stats.append(stats)
+    assert len({tuple(a) for a in alone}) == len(settings)  # every setting changes the answers: the test can fail
+    setting_of = [k for k in range(len(settings)) for _ in GROUPED]
+    with steering_rows(model, direction, settings, setting_of) as stats:
+        together = generate(model, tokenizer, GROUPED * len(settings), groups=setting_of, **{**kw, "batch_size": 16})
+    assert [together[k * len(GROUPED):(k + 1) * len(GROUPED)] for k in range(len(settings))] == alone
+    assert stats[0].positions == {}
+    for got, want in zip(stats[1:], alone_stats[1:]):
+        assert got.positions == want.positions and got.fired == want.fired
+        assert got.correction_sum == pytest.approx(want.correction_sum, rel=1e-5)
+
+
+def test_steering_rows_needs_generate(tiny):
+    from axes_lib.steering import make_intervention, steering_rows
+
+    model, tokenizer = tiny
+    direction = {1: torch.randn(model.config.hidden_size)}
+    with pytest.raises(ValueError, match="setting_of must index settings"):
+        with steering_rows(model, direction, [make_intervention("add", [1], scale=1.0)], [0, 1]):
+            pass
+    ids = tokenizer(["a b c"], return_tensors="pt")["input_ids"]
+    with pytest.raises(RuntimeError, match="inside axes_lib.generation.generate"):
+        with steering_rows(model, direction, [make_intervention("add", [1], scale=1.0)], [0]):
+            model(input_ids=ids)
