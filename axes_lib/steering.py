@@ -172,7 +172,7 @@ def steering(
     validate_direction(chosen, model)
     blocks = decoder_layers(model)
     device = next(model.parameters()).device
-    units = {layer: vec.to(device) for layer, vec in unit(chosen).items()}
+    units = {layer: vec.to(device) for layer, vec in unit(chosen).items()} if chosen else {}
     tally = _Tally()
     state: dict[str, torch.Tensor | None] = {"mask": None}
 
@@ -233,9 +233,11 @@ def steering_rows(
     missing = [layer for layer in layers if layer not in direction]
     if missing:
         raise ValueError(f"direction has no vector for layers {missing}; it covers {sorted(direction)}")
-    validate_direction({layer: direction[layer] for layer in layers}, model)
+    chosen = {layer: direction[layer] for layer in layers}
+    if chosen:  # all unsteered: no hooks, nothing to check
+        validate_direction(chosen, model)
     device = next(model.parameters()).device
-    units = {layer: vec.to(device) for layer, vec in unit({layer: direction[layer] for layer in layers}).items()}
+    units = {layer: vec.to(device) for layer, vec in unit(chosen).items()} if chosen else {}
     # Per layer and mode: the strength of every prompt, through its setting (None where no setting acts).
     per_prompt: dict[tuple[int, str], torch.Tensor] = {}
     for layer in layers:

@@ -64,6 +64,8 @@ def test_sweep_equals_each_setting_alone_and_resumes(tiny, tmp_path, monkeypatch
     assert asked == [len(RECORDS)]
     assert sorted(map(json.dumps, again)) == sorted(map(json.dumps, rows))
     assert sweep(model, tokenizer, RECORDS, direction, mode, SETTINGS, out, **kw) == again and asked == [len(RECORDS)]
+    alone = sweep(model, tokenizer, RECORDS, direction, mode, SETTINGS[:1], tmp_path / "off.jsonl", **kw)  # no steered setting
+    assert [r["response"] for r in alone] == [r["response"] for r in rows if r["setting"] == "off"]
 
 
 def test_sweep_checks_settings_before_generating(tiny, tmp_path):
