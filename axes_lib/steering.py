@@ -127,21 +127,17 @@ class SteeringStats:
 
 
 class _Tally:
-    """Device-side running sums, read out once at exit (no host sync inside the hooks)."""
+    """Per layer, the device tensors the hooks made, summed once at exit: no host sync, and no kernel
+    launched for the bookkeeping inside a hook beyond the counts it needs."""
 
     def __init__(self) -> None:
-        self.sums: dict[int, torch.Tensor] = {}
+        self.parts: dict[int, list[torch.Tensor]] = {}
 
-    def add(self, layer: int, valid: torch.Tensor, fired: torch.Tensor, correction: torch.Tensor) -> None:
-        row = torch.stack([valid.sum(), (fired & valid).sum(), (correction * valid).sum()]).double()
-        self.sums[layer] = self.sums[layer] + row if layer in self.sums else row
+    def add(self, layer: int, part: torch.Tensor) -> None:
+        self.parts.setdefault(layer, []).append(part)
 
-    def into(self, stats: SteeringStats) -> None:
-        for layer, row in self.sums.items():
-            n, fired, corr = row.tolist()
-            stats.positions[layer] = stats.positions.get(layer, 0) + int(n)
-            stats.fired[layer] = stats.fired.get(layer, 0) + int(fired)
-            stats.correction_sum[layer] = stats.correction_sum.get(layer, 0.0) + corr
+    def totals(self) -> dict[int, list[float]]:
+        return {layer: torch.stack(parts).double().sum(0).reshape(-1).tolist() for layer, parts in self.parts.items()}
 
 
 @contextmanager
@@ -172,26 +168,36 @@ def steering(
     validate_direction(chosen, model)
     blocks = decoder_layers(model)
     device = next(model.parameters()).device
-    units = {layer: vec.to(device) for layer, vec in unit(chosen).items()} if chosen else {}
+    units = {layer: vec.to(device) for layer, vec in unit(chosen).items()}
     tally = _Tally()
-    state: dict[str, torch.Tensor | None] = {"mask": None}
+    state: dict[str, Any] = {"mask": None, "valid": None, "count": None}
+    shifts: dict[tuple[int, torch.dtype], torch.Tensor] = {}  # add: `scale * u` per layer, in the states' dtype
 
     def grab_mask(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-        state["mask"] = kwargs.get("attention_mask")
+        state.update(mask=kwargs.get("attention_mask"), valid=None, count=None)
+
+    def positions(hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward's real positions and their number, computed by its first hooked layer for all of them."""
+        if state["valid"] is None:
+            state["valid"] = _valid_positions(state["mask"], hidden)
+            state["count"] = state["valid"].sum()
+        return state["valid"], state["count"]
 
     def make_hook(layer: int) -> Any:
         strength = intervention.strength[layer]
 
         def hook(module: Any, args: Any, output: Any) -> Any:
             hidden = output[0] if isinstance(output, tuple) else output
-            u = units[layer].to(hidden.dtype)
-            valid = _valid_positions(state["mask"], hidden)
-            if intervention.mode == "add":
-                new = hidden + strength * u
-                tally.add(layer, valid, valid, torch.full_like(valid, strength, dtype=torch.float32))
+            valid, count = positions(hidden)
+            if intervention.mode == "add":  # every real position moves by the scale: the count is the whole tally
+                key = (layer, hidden.dtype)
+                if key not in shifts:
+                    shifts[key] = strength * units[layer].to(hidden.dtype)
+                new = hidden + shifts[key]
+                tally.add(layer, count)
             else:
-                new, fired, correction = _cap(hidden, u, strength)
-                tally.add(layer, valid, fired, correction)
+                new, fired, correction = _cap(hidden, units[layer].to(hidden.dtype), strength)
+                tally.add(layer, torch.stack([count, (fired & valid).sum(), (correction * valid).sum()]))
             return (new, *output[1:]) if isinstance(output, tuple) else new
 
         return hook
@@ -206,7 +212,12 @@ def steering(
     finally:
         for handle in handles:
             handle.remove()
-        tally.into(stats)
+        for layer, total in tally.totals().items():
+            if intervention.mode == "add":  # the real positions, each moved by the scale
+                n, fired, corr = total[0], total[0], intervention.strength[layer] * total[0]
+            else:
+                n, fired, corr = total
+            stats.positions[layer], stats.fired[layer], stats.correction_sum[layer] = int(n), int(fired), corr
 
 
 @contextmanager

@@ -125,7 +125,7 @@ def test_add_shifts_layer_output_and_nesting_composes(tiny):
     with steering(model, {0: u}, mode="add", scale=3.0) as stats:
         steered = _states(model, ids)
     torch.testing.assert_close(steered[1], clean[1] + 3.0 * unit)
-    assert stats.positions[0] == ids.numel() and stats.fraction_fired()[0] == 1.0
+    assert stats.positions[0] == ids.numel() and stats.fraction_fired()[0] == 1.0 and stats.mean_correction()[0] == 3.0
     with steering(model, {0: u}, mode="add", scale=1.0), steering(model, {0: u}, mode="add", scale=2.0):
         nested = _states(model, ids)
     torch.testing.assert_close(nested[1], steered[1])
@@ -158,6 +158,12 @@ def test_padding_excluded_from_stats(tiny):
     with steering(model, {0: u}, mode="add", scale=1.0) as stats, torch.no_grad():
         model.model(ids, attention_mask=mask)
     assert stats.positions[0] == 6
+    # Two hooked layers share each forward's count of real positions; counts add up over forwards.
+    for mode, strength in (("add", {"scale": 1.0}), ("cap", {"threshold": 1e6})):
+        with steering(model, {0: u, 1: -u}, mode=mode, **strength) as stats, torch.no_grad():
+            model.model(ids, attention_mask=mask)
+            model.model(ids[1:], attention_mask=mask[1:])
+        assert stats.positions == {0: 10, 1: 10} and stats.fired == {0: 10, 1: 10}
 
 
 def test_steering_rejects_mismatched_direction(tiny):
