@@ -110,8 +110,11 @@ def build_grid(
         key = "scale" if mode == "add" else "threshold"
         index[mode] = []
         for v in values:
-            index[mode].append(None if v is None else len(settings))
-            settings += [] if v is None else [make_intervention(mode, layers[mode], **{key: v})]
+            if v is None:  # "no cap": the unsteered answers
+                index[mode].append(None)
+            else:
+                index[mode].append(len(settings))
+                settings.append(make_intervention(mode, layers[mode], **{key: v}))
     setting_of = [k for k in range(len(settings)) for _ in prompts]
     with steering_rows(model, direction, settings, setting_of) as stats:
         flat = generate(model, tokenizer, prompts * len(settings), max_new_tokens=max_new_tokens,

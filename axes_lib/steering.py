@@ -126,6 +126,27 @@ class SteeringStats:
         return {"fraction_fired": self.fraction_fired(), "mean_correction": self.mean_correction()}
 
 
+class _Positions:
+    """The real (non-padding) positions of the forward in progress: `grab`, a forward pre-hook on the base
+    model, keeps its padding mask; the first hooked layer to ask computes them for all the others."""
+
+    def __init__(self) -> None:
+        self.mask: torch.Tensor | None = None
+        self.valid: torch.Tensor | None = None
+        self.count: torch.Tensor | None = None
+
+    def grab(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        self.mask, self.valid, self.count = kwargs.get("attention_mask"), None, None
+
+    def of(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boolean `[batch, seq]` of real positions, and their number."""
+        if self.valid is None:
+            self.valid = _valid_positions(self.mask, hidden)
+            self.count = self.valid.sum()
+        assert self.count is not None
+        return self.valid, self.count
+
+
 class _Tally:
     """Per layer, the device tensors the hooks made, summed once at exit: no host sync, and no kernel
     launched for the bookkeeping inside a hook beyond the counts it needs."""
@@ -134,7 +155,10 @@ class _Tally:
         self.parts: dict[int, list[torch.Tensor]] = {}
 
     def add(self, layer: int, part: torch.Tensor) -> None:
-        self.parts.setdefault(layer, []).append(part)
+        parts = self.parts.setdefault(layer, [])
+        parts.append(part)
+        if len(parts) >= 256:  # a long generation: fold what is there, so the list stays short
+            parts[:] = [torch.stack(parts).double().sum(0)]
 
     def totals(self) -> dict[int, list[float]]:
         return {layer: torch.stack(parts).double().sum(0).reshape(-1).tolist() for layer, parts in self.parts.items()}
@@ -170,25 +194,15 @@ def steering(
     device = next(model.parameters()).device
     units = {layer: vec.to(device) for layer, vec in unit(chosen).items()}
     tally = _Tally()
-    state: dict[str, Any] = {"mask": None, "valid": None, "count": None}
+    positions = _Positions()
     shifts: dict[tuple[int, torch.dtype], torch.Tensor] = {}  # add: `scale * u` per layer, in the states' dtype
-
-    def grab_mask(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-        state.update(mask=kwargs.get("attention_mask"), valid=None, count=None)
-
-    def positions(hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The forward's real positions and their number, computed by its first hooked layer for all of them."""
-        if state["valid"] is None:
-            state["valid"] = _valid_positions(state["mask"], hidden)
-            state["count"] = state["valid"].sum()
-        return state["valid"], state["count"]
 
     def make_hook(layer: int) -> Any:
         strength = intervention.strength[layer]
 
         def hook(module: Any, args: Any, output: Any) -> Any:
             hidden = output[0] if isinstance(output, tuple) else output
-            valid, count = positions(hidden)
+            valid, count = positions.of(hidden)
             if intervention.mode == "add":  # every real position moves by the scale: the count is the whole tally
                 key = (layer, hidden.dtype)
                 if key not in shifts:
@@ -202,8 +216,7 @@ def steering(
 
         return hook
 
-    base = base_model(model)
-    handles = [base.register_forward_pre_hook(grab_mask, with_kwargs=True)]
+    handles = [base_model(model).register_forward_pre_hook(positions.grab, with_kwargs=True)]
     stats = SteeringStats()
     try:
         for layer in intervention.layers:
@@ -249,7 +262,7 @@ def steering_rows(
         validate_direction(chosen, model)
     device = next(model.parameters()).device
     units = {layer: vec.to(device) for layer, vec in unit(chosen).items()} if chosen else {}
-    # Per layer and mode: the strength of every prompt, through its setting (None where no setting acts).
+    # Per layer and mode where some setting acts: the strength of every prompt, through its setting.
     per_prompt: dict[tuple[int, str], torch.Tensor] = {}
     for layer in layers:
         for mode, off in (("add", 0.0), ("cap", -math.inf)):
@@ -258,10 +271,7 @@ def steering_rows(
                 per_prompt[layer, mode] = torch.tensor(values, device=device)[setting_of]
     group = torch.tensor(setting_of, device=device)
     sums = {layer: torch.zeros((len(settings), 3), dtype=torch.float64, device=device) for layer in layers}
-    state: dict[str, torch.Tensor | None] = {"mask": None}
-
-    def grab_mask(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-        state["mask"] = kwargs.get("attention_mask")
+    positions = _Positions()
 
     def make_hook(layer: int) -> Any:
         def hook(module: Any, args: Any, output: Any) -> Any:
@@ -271,7 +281,7 @@ def steering_rows(
                 raise RuntimeError("steering_rows acts inside axes_lib.generation.generate only (it maps batch rows to prompts)")
             rows = rows.to(hidden.device)
             u = units[layer].to(hidden.dtype)
-            valid = _valid_positions(state["mask"], hidden)
+            valid, _ = positions.of(hidden)
             fired = torch.zeros_like(valid)
             correction = torch.zeros(valid.shape, dtype=torch.float32, device=hidden.device)
             if (layer, "add") in per_prompt:
@@ -290,7 +300,7 @@ def steering_rows(
         return hook
 
     blocks = decoder_layers(model)
-    handles = [base_model(model).register_forward_pre_hook(grab_mask, with_kwargs=True)]
+    handles = [base_model(model).register_forward_pre_hook(positions.grab, with_kwargs=True)]
     stats = [SteeringStats() for _ in settings]
     try:
         for layer in layers:

@@ -191,3 +191,14 @@ def test_quantile_thresholds_match_numpy():
         assert abs(got[layer] - float(np.percentile(values.double().numpy(), 25))) < 1e-9
     with pytest.raises(ValueError, match="percentile"):
         quantile_thresholds(projections, 101)
+
+
+def test_stats_add_up_over_many_forwards(tiny):
+    """The tally folds its parts as it goes (a long generation); the totals are unchanged by it."""
+    model, _ = tiny
+    u = torch.randn(model.config.hidden_size)
+    ids = torch.tensor([[5, 6, 7]])
+    with steering(model, {0: u}, mode="cap", threshold=1e6) as stats, torch.no_grad():
+        for _ in range(300):
+            model.model(ids)
+    assert stats.positions[0] == stats.fired[0] == 900
