@@ -8,23 +8,18 @@ prefix once and reuses its KV cache for every prompt that starts with it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
+from axes_lib.directions import validate_direction
 from axes_lib.models import base_model, decoder_layers
 
 Method = Literal["last_token", "response_mean"]
 METHODS: tuple[str, ...] = ("last_token", "response_mean")
-
-
-#: While `generation.generate` runs a forward: the index, in its prompts, of each row of that forward (for a
-#: row of a `PrefixTable`, a prompt that starts with that prefix). `steering.steering_rows` reads it.
-batch_prompts: ContextVar[torch.Tensor | None] = ContextVar("batch_prompts", default=None)
 
 
 class _StopForward(Exception):
@@ -276,11 +271,12 @@ class PrefixTable:
 
     @classmethod
     def build(cls, model: Any, prefixes: Sequence[list[int]], pad_id: int, last_layer: int | None = None,
-              max_batch_tokens: int = 8192) -> PrefixTable:
+              max_batch_tokens: int = 8192, before_chunk: Callable[[list[int]], None] | None = None) -> PrefixTable:
         """Run the prefixes through the decoder (up to `last_layer`), in chunks of similar length of at most
         `max_batch_tokens`: each chunk is cut to its longest prefix, so little is computed on padding.
 
-        Forward hooks on the layers (steering, capture) see the prefix positions as in any other forward.
+        Forward hooks on the layers (steering, capture) see the prefix positions as in any other forward;
+        `before_chunk(rows)` is told which prefixes each forward holds (per-prompt steering maps them).
         """
         from axes_lib.kvcache import growing_cache
 
@@ -295,17 +291,14 @@ class PrefixTable:
         ids, mask = ids.to(device), mask.to(device)
         last = model.config.num_hidden_layers - 1 if last_layer is None else last_layer
         kv: list[tuple[torch.Tensor, torch.Tensor]] = []
-        prompt_of = batch_prompts.get()  # set by `generate`: one prompt per prefix
         for rows in _length_chunks([len(p) for p in prefixes], max_batch_tokens):
             cut = width - len(prefixes[rows[0]])  # the chunk's longest prefix starts here
             index = torch.tensor(rows, device=device)
             cache = growing_cache(model)
-            token = batch_prompts.set(None if prompt_of is None else prompt_of[rows])
-            try:
-                _run(base, input_ids=ids[index, cut:], attention_mask=mask[index, cut:],
-                     position_ids=_positions(mask[index, cut:]), cache=cache, use_cache=True)
-            finally:
-                batch_prompts.reset(token)
+            if before_chunk is not None:
+                before_chunk(rows)
+            _run(base, input_ids=ids[index, cut:], attention_mask=mask[index, cut:],
+                 position_ids=_positions(mask[index, cut:]), cache=cache, use_cache=True)
             for layer, part in enumerate(cache.layers[: last + 1]):
                 if len(kv) == layer:  # zeros on the padding left of every chunk (masked wherever they are read)
                     shape = (len(prefixes), *part.keys.shape[1:2], width, part.keys.shape[-1])
@@ -459,6 +452,7 @@ def token_projections(
     missing = [layer for layer in layers if layer not in direction]
     if missing:
         raise ValueError(f"direction has no vector for layers {missing}")
+    validate_direction({layer: direction[layer] for layer in layers}, model)  # zero, NaN or wrong length: fail here
     seqs = _tokenize(tokenizer, prompts, responses)
     units = {layer: (direction[layer] / direction[layer].norm()).float() for layer in layers}
     out = torch.zeros(len(layers), sum(s.stop - s.start - 1 for s in seqs), dtype=torch.float32)

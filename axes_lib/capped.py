@@ -1,55 +1,32 @@
-"""`CappedModel`: the seed's one-object API — a model, its assistant axis and a default intervention."""
+"""`CappedModel`: the seed's one-object API — a model, its assistant axis and one intervention along it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from axes_lib.activations import check_layers
-from axes_lib.directions import load_direction, validate_direction
+from axes_lib.artifacts import Artifacts
+from axes_lib.directions import load_direction_with_metadata
 from axes_lib.generation import check_prompts, generate
+from axes_lib.interventions import KINDS, Cap, Intervention, SteeringStats
 from axes_lib.io import read_json
 from axes_lib.models import load_model, model_name
-from axes_lib.steering import SteeringStats, make_intervention, steering
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-
-
-def direction_path(key: str, method: str = "response_mean", root: Path = ARTIFACTS) -> Path:
-    return root / "directions" / f"{key}_{method}.safetensors"
-
-
-def evaluation_path(key: str, method: str = "response_mean", root: Path = ARTIFACTS) -> Path:
-    return root / "evaluations" / f"direction_eval_{key}_{method}.json"
+__all__ = ["CappedModel"]
 
 
 class CappedModel:
     """A model plus an intervention along its assistant axis: `generate` steers, `generate_uncapped` does not.
 
-    `mode="cap"` lifts positions whose projection is below the per-layer threshold; `mode="add"` adds
-    `scale` times the unit direction everywhere (the sibling used for scale sweeps).
+    The default is the seed's activation cap (`interventions.Cap`); any intervention works the same way.
     """
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        direction: Mapping[int, torch.Tensor],
-        layers: Sequence[int],
-        mode: str = "cap",
-        threshold: float | Mapping[int, float] | None = None,
-        scale: float | Mapping[int, float] | None = None,
-    ):
-        layers = check_layers(layers, model.config.num_hidden_layers)
-        self.intervention = make_intervention(mode, layers, scale=scale, threshold=threshold)
-        missing = [layer for layer in layers if layer not in direction]
-        if missing:
-            raise ValueError(f"direction has no vector for layers {missing}; it covers {sorted(direction)}")
-        validate_direction({layer: direction[layer] for layer in layers}, model)
-        self.model, self.tokenizer, self.direction = model, tokenizer, dict(direction)
+    def __init__(self, model: Any, tokenizer: Any, intervention: Intervention):
+        if not isinstance(intervention, Intervention):
+            raise ValueError(f"intervention must be an Intervention (e.g. interventions.Cap), got {type(intervention).__name__}")
+        intervention.check_model(model)
+        self.model, self.tokenizer, self.intervention = model, tokenizer, intervention
         self.last_stats: SteeringStats | None = None
 
     @classmethod
@@ -58,39 +35,56 @@ class CappedModel:
         key: str = "smollm2",
         direction: str | Path | None = None,
         method: str = "response_mean",
-        mode: str = "cap",
+        kind: str | type[Intervention] = Cap,
         layers: Sequence[int] | None = None,
-        threshold: float | Mapping[int, float] | None = None,
-        scale: float | Mapping[int, float] | None = None,
         evaluation: str | Path | None = None,
         device: str | None = None,
+        **strength: Any,
     ) -> CappedModel:
-        """Load the model for `key` and its committed direction; layers and thresholds default to the
-        committed evaluation's capping settings, and any of them can be overridden."""
+        """Load the model for `key` with its committed direction and an intervention of `kind` on it.
+
+        The strength is passed by its name (`threshold=` for a cap, `scale=` for `"add"`, `value=` for
+        `"ablate"`). Layers, and a cap's thresholds, default to the committed evaluation's capping
+        settings. Everything is checked against the direction file before the model loads.
+        """
         model_name(key)  # a bad key fails before anything is loaded
-        path = Path(direction) if direction is not None else direction_path(key, method)
-        vectors = load_direction(path)
-        if layers is None or (mode == "cap" and threshold is None):
-            defaults = _capping_defaults(Path(evaluation) if evaluation else evaluation_path(key, method))
+        cls_ = KINDS.get(kind) if isinstance(kind, str) else kind
+        if cls_ is None or not (isinstance(cls_, type) and issubclass(cls_, Intervention)):
+            raise ValueError(f"unknown intervention kind {kind!r}: use one of {sorted(KINDS)} or an Intervention class")
+        unknown = set(strength) - {cls_.strength_name}
+        if unknown:
+            raise ValueError(f"{cls_.__name__} takes its strength as {cls_.strength_name}=, not {sorted(unknown)}")
+        paths = Artifacts(model_key=key)
+        path = Path(direction) if direction is not None else paths.direction(method)
+        vectors, meta = load_direction_with_metadata(path)
+        value = strength.get(cls_.strength_name)
+        if layers is None or (cls_ is Cap and value is None):
+            defaults = _capping_defaults(Path(evaluation) if evaluation else paths.evaluation(method))
             layers = defaults["layers"] if layers is None else layers
-            if mode == "cap" and threshold is None:
-                threshold = {int(k): float(v) for k, v in defaults["thresholds"].items()}
-        make_intervention(mode, layers, scale=scale, threshold=threshold)  # validate before the model loads
+            if cls_ is Cap and value is None:
+                value = {int(k): float(v) for k, v in defaults["thresholds"].items()}
+        intervention = cls_(vectors, layers, **({} if value is None else {cls_.strength_name: value}))
+        if "n_layers" in meta:  # the direction file knows its model's shape: check before loading it
+            intervention.check_model(_Shape(int(meta["n_layers"]), int(meta["d_model"])))
         model, tokenizer = load_model(key, device=device)
-        return cls(model, tokenizer, vectors, layers, mode=mode, threshold=threshold, scale=scale)
+        return cls(model, tokenizer, intervention)
 
     @property
     def layers(self) -> list[int]:
         return self.intervention.layers
 
+    @property
+    def direction(self) -> dict[int, Any]:
+        """The unit direction at the intervention's layers."""
+        return dict(self.intervention.units)
+
     def generate(self, prompts: str | Sequence[str], max_new_tokens: int = 128, **kwargs: Any) -> str | list[str]:
         """Generate with the intervention active (greedy by default); one prompt or a batch."""
         items, single = check_prompts(prompts)
-        strength = self.intervention.strength
-        key = "scale" if self.intervention.mode == "add" else "threshold"
-        with steering(self.model, self.direction, layers=self.layers, mode=self.intervention.mode, **{key: strength}) as stats:
-            out = generate(self.model, self.tokenizer, items, max_new_tokens=max_new_tokens, **kwargs)
-        self.last_stats = stats
+        stats: dict[Intervention, SteeringStats] = {}
+        out = generate(self.model, self.tokenizer, items, max_new_tokens=max_new_tokens, interventions=self.intervention,
+                       stats=stats, **kwargs)
+        self.last_stats = stats[self.intervention]
         return out[0] if single else out
 
     def generate_uncapped(self, prompts: str | Sequence[str], max_new_tokens: int = 128, **kwargs: Any) -> str | list[str]:
@@ -100,11 +94,18 @@ class CappedModel:
         return out[0] if single else out
 
 
+class _Shape:
+    """The two numbers of a model config that a direction is checked against."""
+
+    def __init__(self, num_hidden_layers: int, hidden_size: int) -> None:
+        self.num_hidden_layers, self.hidden_size = num_hidden_layers, hidden_size
+
+
 def _capping_defaults(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(
-            f"no evaluation at {path} to take default capping layers and thresholds from: run notebooks 03-04 "
-            "for this model, or pass layers= and threshold= explicitly"
+            f"no evaluation at {path} to take default layers and thresholds from: run notebooks 03-04 "
+            "for this model, or pass layers= and the strength explicitly"
         )
     evaluation = read_json(path)
     if "capping" not in evaluation:

@@ -17,12 +17,9 @@ from typing import Any
 import torch
 
 from axes_lib.generation import generate
-from axes_lib.steering import Intervention, check_strength, make_intervention, steering, steering_rows
+from axes_lib.interventions import Add, Cap, Intervention, SteeringStats
 
 GRID_FORMAT = "axes_lib.demo_grid/1"
-MODE_TITLES = {"add": "Additive steering", "cap": "Activation capping"}
-
-Strength = float | Mapping[int, float]
 PromptFn = Callable[[Any, Any], str]
 
 
@@ -40,12 +37,6 @@ def _default_prompt_fn(tokenizer: Any, model_type: str) -> PromptFn:
                                                 model_type=model_type, tokenizer=tokenizer)
 
 
-def _jsonable(strength: Strength | None) -> float | dict[str, float] | None:
-    if strength is None or isinstance(strength, (int, float)):
-        return None if strength is None else float(strength)
-    return {str(k): float(v) for k, v in strength.items()}
-
-
 def _mean_fired(summary: Mapping[str, Mapping[int, float]]) -> float:
     values = list(summary["fraction_fired"].values())
     return float(sum(values) / len(values)) if values else 0.0
@@ -54,87 +45,65 @@ def _mean_fired(summary: Mapping[str, Mapping[int, float]]) -> float:
 def build_grid(
     model: Any,
     tokenizer: Any,
-    direction: Mapping[int, torch.Tensor],
     personas: Sequence[Any],
     queries: Sequence[Any],
-    add_scales: Sequence[Strength],
-    cap_thresholds: Sequence[Strength | None],
-    add_layers: Sequence[int],
-    cap_layers: Sequence[int],
-    add_labels: Sequence[str] | None = None,
-    cap_labels: Sequence[str] | None = None,
+    modes: Mapping[str, Sequence[tuple[str, Intervention | None]]],
     max_new_tokens: int = 40,
     batch_size: int = 32,
     prompt_fn: PromptFn | None = None,
     model_type: str = "smollm2",
     metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Greedy answers for every persona × query, unsteered and under each add scale and cap threshold.
+    """Greedy answers for every persona × query, unsteered and under each setting of each mode.
 
-    A strength is a number or a per-layer dict (scales in the model's units; thresholds are positions on
-    the axis). A cap threshold of `None` means "no cap" and reuses the unsteered answers; every other
-    setting, add scale 0 included, runs under the hooks, all of them in one `generate` call (each prompt
-    copy steered by its own setting, `steering.steering_rows`). Each strength records `fired`: the mean share of
-    positions the intervention changed (None for "no cap"). `prompt_fn(persona, query)` formats a prompt
-    (default: `axes_lib.prompts.format_prompt` with the persona's system prompt). Personas need `name`
-    and `system` (`label` optional), queries `id` and `text`; attributes or dict keys both work.
-    `metadata` (e.g. model, method, units) is copied into the grid's top level.
-    Returns a JSON-ready dict (see `slider_html`); answers are indexed `[persona][query][strength]`.
+    `modes` maps a mode name (e.g. "add", "cap") to its settings, `(label, intervention)` pairs in slider
+    order; an intervention of None means "off" and reuses the unsteered answers. Every other setting runs
+    under the hooks, all of them in one `generate` call (each prompt copy steered by its own). A mode's
+    title and layers, and each setting's value, come from the interventions themselves, so any kind of
+    intervention can be shown. Each setting records `fired`: the mean share of positions it changed
+    (None for "off"). `prompt_fn(persona, query)` formats a prompt (default: `prompts.format_prompt` with
+    the persona's system prompt). Personas need `name` and `system` (`label` optional), queries `id` and
+    `text`; attributes or dict keys both work. `metadata` is copied into the grid's top level.
+    Returns a JSON-ready dict (see `slider_html`); answers are indexed `[persona][query][setting]`.
     """
     if not personas or not queries:
         raise ValueError(f"need at least one persona and one query, got {len(personas)} and {len(queries)}")
-    if not add_scales or not cap_thresholds:
-        raise ValueError("add_scales and cap_thresholds must each hold at least one strength (use 0 / None for 'off')")
-    for scale in add_scales:
-        for value in (scale.values() if isinstance(scale, Mapping) else [scale]):
-            check_strength(value, "add scale")
-    labels = {
-        "add": list(add_labels) if add_labels is not None else [f"{s:g}" if not isinstance(s, Mapping) else "per-layer"
-                                                                for s in add_scales],
-        "cap": list(cap_labels) if cap_labels is not None else ["none" if t is None else "per-layer" if isinstance(t, Mapping)
-                                                                else f"τ={t:g}" for t in cap_thresholds],
-    }
-    strengths: dict[str, list[Strength | None]] = {"add": list(add_scales), "cap": list(cap_thresholds)}
-    for mode in labels:
-        if len(labels[mode]) != len(strengths[mode]):
-            raise ValueError(f"{mode}: {len(labels[mode])} labels for {len(strengths[mode])} strengths; give one label each")
-    layers = {"add": [int(i) for i in add_layers], "cap": [int(i) for i in cap_layers]}
+    if not modes or any(not settings for settings in modes.values()):
+        raise ValueError("every mode needs at least one (label, intervention) setting (None for 'off')")
+    for mode, settings in modes.items():
+        acting = [item for _, item in settings if item is not None]
+        if any(not isinstance(item, Intervention) for item in acting):
+            raise ValueError(f"mode {mode!r}: settings must be (label, Intervention or None) pairs")
+        if len({type(item) for item in acting}) > 1 or len({tuple(item.layers) for item in acting}) > 1:
+            raise ValueError(f"mode {mode!r} mixes kinds or layers of intervention: give each its own mode")
     prompt_fn = prompt_fn or _default_prompt_fn(tokenizer, model_type)
     cells = list(itertools.product(range(len(personas)), range(len(queries))))
     prompts = [prompt_fn(personas[p], queries[q]) for p, q in cells]
 
-    # One generate call for every setting: each prompt copy steered by its own (`steering_rows`).
-    settings: list[Intervention | None] = [None]  # the unsteered answers
-    index: dict[str, list[int | None]] = {}
-    for mode, values in strengths.items():
-        key = "scale" if mode == "add" else "threshold"
-        index[mode] = []
-        for v in values:
-            if v is None:  # "no cap": the unsteered answers
-                index[mode].append(None)
-            else:
-                index[mode].append(len(settings))
-                settings.append(make_intervention(mode, layers[mode], **{key: v}))
-    setting_of = [k for k in range(len(settings)) for _ in prompts]
-    with steering_rows(model, direction, settings, setting_of) as stats:
-        flat = generate(model, tokenizer, prompts * len(settings), max_new_tokens=max_new_tokens,
-                        batch_size=batch_size, groups=setting_of, progress=True)
+    # One generate call for every setting: the unsteered copy first, then each intervention's copy.
+    steered = [item for settings in modes.values() for _, item in settings if item is not None]
+    stats: dict[Intervention, SteeringStats] = {}
+    flat = generate(model, tokenizer, prompts * (1 + len(steered)), max_new_tokens=max_new_tokens,
+                    batch_size=batch_size, progress=True, stats=stats,
+                    interventions=[item for item in [None, *steered] for _ in prompts])
 
     def shape(k: int) -> list[list[str]]:
         answers = flat[k * len(prompts):(k + 1) * len(prompts)]
         return [[answers[p * len(queries) + q] for q in range(len(queries))] for p in range(len(personas))]
 
     base = shape(0)
-    modes: dict[str, Any] = {}
-    for mode, values in strengths.items():
-        per_setting = [base if k is None else shape(k) for k in index[mode]]
-        fired = [None if k is None else _mean_fired(stats[k].summary()) for k in index[mode]]
-        modes[mode] = {
-            "title": MODE_TITLES[mode], "layers": layers[mode],
-            "strengths": [{"label": lab, "value": _jsonable(v), "fired": f}
-                          for lab, v, f in zip(labels[mode], values, fired)],
-            # [persona][query][strength]
-            "answers": [[[per_setting[s][p][q] for s in range(len(values))] for q in range(len(queries))]
+    copy = {id(item): shape(1 + k) for k, item in enumerate(steered)}
+    out: dict[str, Any] = {}
+    for mode, settings in modes.items():
+        acting = next(item for _, item in settings if item is not None) if any(i for _, i in settings) else None
+        per_setting = [base if item is None else copy[id(item)] for _, item in settings]
+        out[mode] = {
+            "title": acting.title if acting else mode, "layers": acting.layers if acting else [],
+            "strengths": [{"label": label, "value": None if item is None else item.describe()[item.strength_name],
+                           "fired": None if item is None else _mean_fired(stats[item].summary())}
+                          for label, item in settings],
+            # [persona][query][setting]
+            "answers": [[[per_setting[s][p][q] for s in range(len(settings))] for q in range(len(queries))]
                         for p in range(len(personas))],
         }
     return {
@@ -146,7 +115,7 @@ def build_grid(
         "queries": [{"id": str(_field(q, "id")), "category": str(_field(q, "category", "") or ""),
                      "text": str(_field(q, "text"))} for q in queries],
         "unsteered": base,
-        "modes": modes,
+        "modes": out,
     }
 
 
@@ -158,8 +127,9 @@ def check_grid(grid: Mapping[str, Any]) -> None:
             raise ValueError("grid has no personas or no queries")
         if len(grid["unsteered"]) != n_p or any(len(row) != n_q for row in grid["unsteered"]):
             raise ValueError(f"grid 'unsteered' is not [{n_p} personas][{n_q} queries]")
-        for mode in ("add", "cap"):
-            spec = grid["modes"][mode]
+        if not grid["modes"]:
+            raise ValueError("grid has no modes")
+        for mode, spec in grid["modes"].items():
             n_s = len(spec["strengths"])
             if not n_s:
                 raise ValueError(f"grid mode {mode!r} has no strengths")
@@ -205,7 +175,7 @@ var root=document.getElementById(__ID__);if(!root)return;
 var G=JSON.parse(document.getElementById(__ID__+"-data").textContent);
 function el(s){return document.getElementById(__ID__+"-"+s);}
 var P=el("persona"),Q=el("query"),S=el("strength"),radios=root.querySelectorAll("input[type=radio]");
-function mode(){for(var i=0;i<radios.length;i++){if(radios[i].checked)return radios[i].value;}return "add";}
+function mode(){for(var i=0;i<radios.length;i++){if(radios[i].checked)return radios[i].value;}return radios[0].value;}
 function put(node,text){node.textContent=text===""?"(empty answer)":text;node.className="ax-text"+(text===""?" ax-empty":"");}
 function ticks(m){var st=G.modes[m].strengths,out=[];for(var i=0;i<st.length;i++)out.push(st[i].label);return out.join(" · ");}
 function render(){
@@ -225,7 +195,7 @@ var h={};(location.hash||"").replace(/^#/,"").split("&").forEach(function(kv){va
 function idx(v,n){var k=parseInt(v,10);return isNaN(k)||k<0||k>=n?null:k;}
 var hp=idx(h.persona,G.personas.length),hq=idx(h.query,G.queries.length);
 if(hp!==null)P.value=String(hp);if(hq!==null)Q.value=String(hq);
-if(h.mode==="add"||h.mode==="cap"){for(var i=0;i<radios.length;i++)radios[i].checked=radios[i].value===h.mode;
+if(Object.prototype.hasOwnProperty.call(G.modes,h.mode)){for(var i=0;i<radios.length;i++)radios[i].checked=radios[i].value===h.mode;
   var hs=idx(h.strength,G.modes[h.mode].strengths.length);if(hs!==null){S.max=String(G.modes[h.mode].strengths.length-1);S.value=String(hs);}}
 P.addEventListener("change",render);Q.addEventListener("change",render);S.addEventListener("input",render);
 for(var j=0;j<radios.length;j++)radios[j].addEventListener("change",render);
@@ -237,7 +207,7 @@ render();
 def slider_html(grid: Mapping[str, Any], element_id: str | None = None) -> str:
     """A self-contained HTML fragment (inline CSS and JS, nothing external) sliding over a precomputed grid.
 
-    Controls: persona and query selects, an add/cap radio and a range slider over that mode's strengths;
+    Controls: persona and query selects, a radio per mode and a range slider over that mode's strengths;
     the steered answer is shown beside the unsteered one. All ids start with `element_id` (default: unique
     per call), so several widgets can share a page. Texts are HTML-escaped in the markup and script-safe in
     the embedded JSON. The initial view (first persona, query, additive, first strength) is rendered in
@@ -251,7 +221,8 @@ def slider_html(grid: Mapping[str, Any], element_id: str | None = None) -> str:
         raise ValueError(f"element_id {element_id!r} must start with a letter and hold only letters, digits, '-' and '_'")
     e = html.escape
     eid = element_id
-    add = grid["modes"]["add"]
+    first_mode = next(iter(grid["modes"]))
+    add = grid["modes"][first_mode]
     first = add["strengths"][0]
 
     def options(items: Sequence[str]) -> str:
@@ -263,14 +234,14 @@ def slider_html(grid: Mapping[str, Any], element_id: str | None = None) -> str:
     personas = [p["label"] for p in grid["personas"]]
     queries = [q["text"] if len(q["text"]) <= 70 else q["text"][:67] + "…" for q in grid["queries"]]
     radio = "".join(
-        f'<label><input type="radio" name="{eid}-mode" value="{m}"{" checked" if m == "add" else ""}> '
-        f'{e(grid["modes"][m]["title"])}</label>' for m in ("add", "cap"))
+        f'<label><input type="radio" name="{eid}-mode" value="{e(m)}"{" checked" if m == first_mode else ""}> '
+        f'{e(grid["modes"][m]["title"])}</label>' for m in grid["modes"])
     ticks = " · ".join(s["label"] for s in add["strengths"])
     note = "no intervention" if first["fired"] is None else (
         f'layers {", ".join(map(str, add["layers"]))} · changes {round(100 * first["fired"])}% of the positions there '
         "(over all prompts of this setting)")
     return (
-        f'<div id="{eid}" class="axes-slider" data-persona="0" data-query="0" data-mode="add" data-strength="0">'
+        f'<div id="{eid}" class="axes-slider" data-persona="0" data-query="0" data-mode="{e(first_mode)}" data-strength="0">'
         f'<style>{_CSS.format(id=eid)}</style>'
         f'<div class="ax-controls">'
         f'<label>Persona <select id="{eid}-persona">{options(personas)}</select></label>'
@@ -354,14 +325,14 @@ def live_demo(
             unsteered[(p, q)] = answer(prompt)
         value = strength.value
         if mode.value == "add":
-            kwargs, layers = {"scale": value * add_unit}, add_layers
+            item: Intervention = Add(direction, add_layers, scale=value * add_unit)
             what = f"add {value:g} {add_unit_name} (scale {value * add_unit:.3g})"
         else:
-            kwargs, layers = {"threshold": dict(cap_thresholds(value))}, cap_layers
+            item = Cap(direction, cap_layers, threshold=dict(cap_thresholds(value)))
             what = f"cap at percentile {value:g}"
-        with steering(model, direction, layers=layers, mode=mode.value, **kwargs) as stats:
-            steered = answer(prompt)
-        fired = 0.0 if mode.value == "add" and value == 0 else _mean_fired(stats.summary())
+        stats: dict[Intervention, SteeringStats] = {}
+        steered = generate(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, interventions=item, stats=stats)[0]
+        fired, layers = _mean_fired(stats[item].summary()), item.layers
         box, para = "<div style='flex:1 1 300px'>", "<p style='white-space:pre-wrap'>"
         out.value = (
             f"<div style='display:flex;gap:12px;flex-wrap:wrap'>{box}<b>Unsteered</b>{para}"

@@ -10,7 +10,14 @@ from typing import Any
 import torch
 from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
-from axes_lib.activations import PrefixTable, TokenSeq, assign_prefixes, batch_prompts, batches
+from axes_lib.activations import PrefixTable, TokenSeq, assign_prefixes, batches
+from axes_lib.interventions import Intervention, Steering, SteeringStats, steer
+
+__all__ = ["GENERATION_VERSION", "check_prompts", "generate"]
+
+#: Version of what `generate` computes for given inputs. Bump it when a change alters generated text
+#: (sampling, prompt layout, cache or attention arithmetic, hook order): resumable results are keyed by it.
+GENERATION_VERSION = 1
 
 
 def check_prompts(prompts: str | Sequence[str]) -> tuple[list[str], bool]:
@@ -38,6 +45,8 @@ def generate(
     min_prefix: int = 16,
     cascade: bool | None = None,
     groups: Sequence[Hashable] | None = None,
+    interventions: Intervention | Sequence[Intervention | None] | None = None,
+    stats: dict[Intervention, SteeringStats] | None = None,
     **generate_kwargs: Any,
 ) -> list[str]:
     """Generate a response per fully formatted prompt, in input order; greedy unless `do_sample`.
@@ -52,22 +61,45 @@ def generate(
     (`kvcache.cascade_attention`). By default (None) it is used on CPU only: there it saves reading the
     prefix copies (1.34x on 64 mixed-persona prompts), while on a GPU its per-prefix loop of small kernels
     costs more than SDPA over the copies (2.6x slower on an H100, `make bench`). Prompts of different
-    `groups` (one label per prompt) never share a prefix: `steering.steering_rows` steers each group by
-    its own setting, prefix positions included.
+    `groups` (one label per prompt) never share a prefix.
+
+    `interventions` steers the generation (`interventions.steer`): one intervention for every prompt, or
+    one (or None) per prompt, so a batch can hold many settings; prompts of different interventions never
+    share a prefix, since it is steered too. `stats`, if given, receives each intervention's statistics.
     """
+    items, _ = check_prompts(prompts)
+    for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    if groups is not None and len(groups) != len(items):
+        raise ValueError(f"got {len(groups)} groups for {len(items)} prompts: need one label per prompt")
+    per_prompt = interventions is not None and not isinstance(interventions, Intervention)
+    if per_prompt:
+        interventions = list(interventions)  # type: ignore[arg-type]
+        if len(interventions) != len(items):
+            raise ValueError(f"got {len(interventions)} interventions for {len(items)} prompts: need one (or None) per prompt")
+        groups = [(None if groups is None else groups[i], id(item)) for i, item in enumerate(interventions)]
+    with steer(model, interventions) as steering:  # type: ignore[arg-type]
+        outputs = _generate(model, tokenizer, items, max_new_tokens, batch_size, do_sample, progress, share_prefix,
+                            min_prefix, cascade, groups, steering if per_prompt else None, generate_kwargs)
+    if stats is not None:
+        stats.update(steering.stats)
+    return outputs
+
+
+def _generate(model: Any, tokenizer: Any, items: list[str], max_new_tokens: int, batch_size: int, do_sample: bool,
+              progress: bool, share_prefix: bool, min_prefix: int, cascade: bool | None,
+              groups: Sequence[Hashable] | None, steering: Steering | None, generate_kwargs: dict[str, Any]) -> list[str]:
+    """`generate` once its arguments are checked and its hooks installed; `steering` (per-prompt interventions)
+    is told which prompt each row of every forward is."""
     from axes_lib.kvcache import cascade_attention, cascade_cache, growing_cache
 
-    items, _ = check_prompts(prompts)
-    if max_new_tokens < 1 or batch_size < 1:
-        raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
     device = next(model.parameters()).device
     cascade = device.type == "cpu" if cascade is None else cascade
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = tokenizer(items, add_special_tokens=False)["input_ids"]
     # A shared prefix stops before each prompt's last token: generation needs one new input position.
     seqs = [TokenSeq(i, ids, len(ids) - 1, len(ids)) for i, ids in enumerate(encoded)]
-    if groups is not None and len(groups) != len(items):
-        raise ValueError(f"got {len(groups)} groups for {len(items)} prompts: need one label per prompt")
     prefixes: list[list[int]] = []
     if share_prefix:
         members: dict[Hashable, list[TokenSeq]] = {}
@@ -80,12 +112,9 @@ def generate(
                 seq.row += offset if seq.prefix else 0
     table = None
     if prefixes:
-        first = {seq.row: seq.index for seq in reversed(seqs) if seq.prefix}
-        token = batch_prompts.set(torch.tensor([first[row] for row in range(len(prefixes))]))
-        try:
-            table = PrefixTable.build(model, prefixes, pad_id)
-        finally:
-            batch_prompts.reset(token)
+        first = {seq.row: seq.index for seq in reversed(seqs) if seq.prefix}  # a prompt of each prefix
+        table = PrefixTable.build(model, prefixes, pad_id, before_chunk=None if steering is None else (
+            lambda chunk: steering.select([first[row] for row in chunk])))
     outputs: list[str] = [""] * len(items)
     kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad_id, **generate_kwargs}
     if not do_sample:
@@ -111,12 +140,10 @@ def generate(
                 cache = table.cache(model, rows, reserve=width + max_new_tokens)
         else:
             cache = growing_cache(model, reserve=width + max_new_tokens)
-        token = batch_prompts.set(torch.tensor([seq.index for seq in batch]))
-        try:
-            with cascade_attention(model, cache) if cascade and batch[0].prefix else nullcontext():
-                out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, **kwargs)
-        finally:
-            batch_prompts.reset(token)
+        if steering is not None:
+            steering.select([seq.index for seq in batch])
+        with cascade_attention(model, cache) if cascade and batch[0].prefix else nullcontext():
+            out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, **kwargs)
         for row, seq in enumerate(batch):
             outputs[seq.index] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).strip()
         bar.update(len(batch))

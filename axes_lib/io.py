@@ -70,6 +70,12 @@ def write_json(path: PathLike, obj: Any) -> Path:
     return atomic_write_text(path, text + "\n")
 
 
+def write_jsonl(path: PathLike, records: Iterable[Mapping[str, Any]]) -> Path:
+    """Atomically replace `path` with these records, one JSON object per line (as `append_jsonl` writes them)."""
+    lines = [json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n" for rec in records]
+    return atomic_write_text(path, "".join(lines))
+
+
 def read_json(path: PathLike) -> Any:
     """Read a JSON file written by `write_json` (or anyone else)."""
     with open(path, encoding="utf-8") as fh:

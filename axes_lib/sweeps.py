@@ -1,11 +1,14 @@
-"""Intervention sweeps: generate steered answers over a grid of strengths, resumably, and measure them.
+"""Intervention sweeps: steered answers over a grid of settings, generated resumably, and re-read on the axis.
 
-Used by the additive-steering and capping notebooks; the answers feed the judge.
+Used by the additive-steering and capping notebooks; the answers feed the judge. Every row carries the
+fingerprint of what produced it (`resume`), so a rerun after the direction, a strength, the model or
+the generation code changed regenerates exactly the rows it affects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,71 +17,102 @@ import torch
 from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
 from axes_lib.activations import extract
-from axes_lib.generation import generate
-from axes_lib.io import append_jsonl, read_jsonl
+from axes_lib.generation import GENERATION_VERSION, generate
+from axes_lib.interventions import Intervention, SteeringStats
+from axes_lib.io import append_jsonl, read_jsonl, write_jsonl
 from axes_lib.metrics import project
-from axes_lib.prompts import format_prompt, load_personas
-from axes_lib.steering import make_intervention, steering_rows
+from axes_lib.resume import fingerprint, model_identity
+
+__all__ = ["Setting", "response_projection", "sweep"]
 
 
-def calibration_answers(
-    responses: Sequence[Mapping[str, Any]], train_queries: Sequence[str], tokenizer: Any, model_key: str
-) -> tuple[list[str], list[str]]:
-    """Prompts and responses of the assistant personas' non-empty answers to the train queries: what
-    capping thresholds are calibrated on (`steering.token_thresholds`)."""
-    systems = {p.name: p.system for p in load_personas()}
-    train = set(train_queries)
-    rows = [r for r in responses if r["kind"] == "assistant" and r["query_id"] in train and r["response"].strip()]
-    if not rows:
-        raise ValueError("no assistant answers to the train queries to calibrate capping thresholds on")
-    prompts = [format_prompt(systems[r["persona"]], r["query"], model_type=model_key, tokenizer=tokenizer) for r in rows]
-    return prompts, [r["response"] for r in rows]
+@dataclass(frozen=True)
+class Setting:
+    """One point of a sweep: a label (unique in the sweep), its intervention (None: unsteered) and what to
+    record beside each answer (e.g. the scale in SD units, the band, the percentile)."""
+
+    label: str
+    intervention: Intervention | None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _check(records: Sequence[Mapping[str, Any]], settings: Sequence[Setting]) -> None:
+    """Unique labels and record ids, a prompt per record: checked before anything is generated."""
+    if not settings or not records:
+        raise ValueError(f"need at least one setting and one record, got {len(settings)} and {len(records)}")
+    for s in settings:
+        if not isinstance(s, Setting) or not isinstance(s.label, str) or not s.label:
+            raise ValueError(f"settings must be Setting objects with a non-empty label, got {s!r}")
+    labels = [s.label for s in settings]
+    ids = [r.get("id") for r in records]
+    for what, values in (("setting labels", labels), ("record ids", ids)):
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise ValueError(f"{what} must be unique: {repeated} repeat")
+    for r in records:
+        if not isinstance(r.get("prompt"), str) or not r["prompt"].strip():
+            raise ValueError(f"record {r.get('id')!r} has no prompt")
 
 
 def sweep(
     model: Any,
     tokenizer: Any,
     records: Sequence[Mapping[str, Any]],
-    direction: Mapping[int, torch.Tensor],
-    mode: str,
-    settings: Sequence[Mapping[str, Any]],
+    settings: Sequence[Setting],
     out_path: str | Path,
     max_new_tokens: int = 48,
     batch_size: int = 32,
+    chunk: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Generate an answer for every record (needs "prompt") under every setting, appending to `out_path`.
+    """An answer for every record (needs "id" and "prompt") under every setting, kept in `out_path`.
 
-    A setting is `{"label": str, "layers": [...], "strength": float | {layer: float}, ...}`; strength 0
-    with mode "add" — or `layers == []` — is the unsteered baseline. Settings are generated together,
-    as many as fill `batch_size` rows (each row steered by its own setting, `steering.steering_rows`),
-    and appended to `out_path` when they are done. Rows already there (same setting label and record id)
-    are kept, so an interrupted sweep resumes. Returns all rows.
+    Rows already there are reused when their fingerprint matches the current inputs, and regenerated
+    otherwise; rows of settings or records no longer asked for are dropped. Each `generate` call takes
+    `chunk` rows (default `batch_size`), several settings together (each prompt steered by its own), and
+    its answers are appended when it is done, so an interrupted sweep resumes. Returns the rows in settings x records order, which is
+    also the order of the file when the sweep ends.
     """
+    _check(records, settings)
     out_path = Path(out_path)
-    done = {(r["setting"], r["id"]) for r in read_jsonl(out_path)} if out_path.exists() else set()
-    interventions = [make_intervention(mode, s["layers"], **{"scale" if mode == "add" else "threshold": s["strength"]})
-                     if s["layers"] else None for s in settings]  # every setting checked before any generation
-    todo = [(k, [r for r in records if (s["label"], r["id"]) not in done]) for k, s in enumerate(settings)]
-    todo = [(k, rows) for k, rows in todo if rows]
-    bar = tqdm(total=len(todo), desc=f"sweep {mode}", leave=False)
-    for chunk in _fill(todo, batch_size):
-        pairs = [(k, r) for k, rows in chunk for r in rows]
-        with steering_rows(model, direction, interventions, [k for k, _ in pairs]) as stats:
-            answers = generate(model, tokenizer, [r["prompt"] for _, r in pairs], max_new_tokens=max_new_tokens,
-                               batch_size=batch_size, groups=[k for k, _ in pairs])
-        append_jsonl(out_path, [
-            {**{key: v for key, v in r.items() if key != "prompt"}, "setting": settings[k]["label"], "mode": mode,
-             **{key: v for key, v in settings[k].items() if key not in ("label", "strength")}, "response": a,
-             "stats": stats[k].summary() if interventions[k] is not None else {}}
-            for (k, r), a in zip(pairs, answers, strict=True)
-        ])
-        bar.update(len(chunk))
+    producer = fingerprint({"max_new_tokens": max_new_tokens, "do_sample": False, "code": GENERATION_VERSION},
+                           model_identity(model))
+    meaning = {s.label: None if s.intervention is None else s.intervention.describe() for s in settings}
+    want = {(s.label, r["id"]): fingerprint(r["prompt"], meaning[s.label], producer) for s in settings for r in records}
+    stored = read_jsonl(out_path) if out_path.exists() else []
+    have = {(row["setting"], row["id"]): row for row in stored
+            if want.get((row.get("setting"), row.get("id"))) == row.get("fingerprint")}
+    chunk = batch_size if chunk is None else chunk
+    todo = [(k, [r for r in records if (s.label, r["id"]) not in have]) for k, s in enumerate(settings)]
+    todo = [(k, rows[i:i + chunk]) for k, rows in todo for i in range(0, len(rows), chunk)]
+    bar = tqdm(total=sum(len(rows) for _, rows in todo), desc="sweep", leave=False)
+    for part in _fill(todo, chunk):
+        pairs = [(settings[k], r) for k, rows in part for r in rows]
+        stats: dict[Intervention, SteeringStats] = {}
+        answers = generate(model, tokenizer, [r["prompt"] for _, r in pairs], max_new_tokens=max_new_tokens,
+                           batch_size=batch_size, interventions=[s.intervention for s, _ in pairs], stats=stats)
+        new = [_row(s, r, a, stats, want[s.label, r["id"]]) for (s, r), a in zip(pairs, answers, strict=True)]
+        append_jsonl(out_path, new)
+        have.update({(row["setting"], row["id"]): row for row in new})
+        bar.update(len(pairs))
     bar.close()
-    return read_jsonl(out_path)
+    rows = [have[key] for key in want]
+    if len(stored) == len(rows) and all(a is b for a, b in zip(stored, rows)):
+        return rows
+    write_jsonl(out_path, rows)  # without stale or extra rows, in sweep order
+    return read_jsonl(out_path)  # as JSON has them (layer keys as strings), like a resumed sweep's
+
+
+def _row(setting: Setting, record: Mapping[str, Any], answer: str, stats: Mapping[Intervention, SteeringStats],
+         key: str) -> dict[str, Any]:
+    item = setting.intervention
+    return {**{k: v for k, v in record.items() if k != "prompt"}, "setting": setting.label,
+            "mode": "none" if item is None else item.kind, "layers": [] if item is None else item.layers,
+            **setting.info, "response": answer, "stats": {} if item is None else stats[item].summary(),
+            "fingerprint": key}
 
 
 def _fill(todo: list[tuple[int, list[Any]]], rows: int) -> list[list[tuple[int, list[Any]]]]:
-    """Consecutive settings grouped into chunks of at most `rows` rows (a larger setting is a chunk of its own)."""
+    """Consecutive (setting, rows) pieces grouped into chunks of at most `rows` rows."""
     chunks: list[list[tuple[int, list[Any]]]] = []
     size = 0
     for item in todo:
@@ -119,14 +153,3 @@ def response_projection(
     keep = [i for i, r in enumerate(responses) if r.strip()]
     out[keep] = proj[[unique[prompts[i], responses[i]] for i in keep]]
     return out
-
-
-def mean_ci(values: Sequence[float], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and a percentile bootstrap CI, ignoring NaNs (missing judge scores)."""
-    x = np.asarray([v for v in values if v is not None], dtype=float)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    return float(x.mean()), float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))

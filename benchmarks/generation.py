@@ -51,7 +51,7 @@ class GenerationCase:
 def make_case(prompts: list[str], acts: torch.Tensor, assist: list[int], other: list[int], n_prompts: int, new_tokens: int) -> GenerationCase:
     """A band of 4 middle layers, the last-token direction there, and `n_prompts` prompts spread over the set."""
     from axes_lib.directions import compute_direction
-    from axes_lib.steering import percentile_thresholds, projection_sd
+    from axes_lib.calibration import percentile_thresholds, projection_sd
 
     n_layers = acts.shape[1]
     layers = list(range(n_layers))
@@ -69,7 +69,7 @@ def timed_modes(model: Any, tok: Any, case: GenerationCase, repeats: int, device
                 log: Any = print) -> tuple[dict[str, measure.Timing], dict[str, Any]]:
     """Time `generate` in each mode (interleaved rounds after one warm-up each); timings and checks."""
     from axes_lib.generation import generate
-    from axes_lib.steering import steering
+    from axes_lib.interventions import Add, Cap
 
     kwargs = dict(max_new_tokens=case.new_tokens, min_new_tokens=case.new_tokens, batch_size=len(case.prompts))
     checks: dict[str, Any] = {}
@@ -78,10 +78,11 @@ def timed_modes(model: Any, tok: Any, case: GenerationCase, repeats: int, device
     def run(mode: str | None, cascade: bool | None) -> list[str]:
         if mode is None:
             return generate(model, tok, case.prompts, cascade=cascade, **kwargs)
-        strength = {"scale": case.scale} if mode == "add" else {"threshold": case.thresholds}
-        with steering(model, case.direction, layers=case.band, mode=mode, **strength) as stats:
-            out = generate(model, tok, case.prompts, cascade=cascade, **kwargs)
-        stats_box[mode] = stats
+        item = Add(case.direction, case.band, scale=case.scale) if mode == "add" else \
+            Cap(case.direction, case.band, threshold=case.thresholds)
+        stats: dict[Any, Any] = {}
+        out = generate(model, tok, case.prompts, cascade=cascade, interventions=item, stats=stats, **kwargs)
+        stats_box[mode] = stats[item]
         return out
 
     def warm(mode: str | None, cascade: bool | None, label: str) -> None:

@@ -27,35 +27,28 @@ personas = None  # None: all 3 assistant + 6 non-assistant personas; or a list o
 max_new_tokens = 64
 batch_size = 128
 artifacts_dir = "artifacts"
-overwrite = False  # True: replace artifacts made with other parameters
-resume = True  # False: recompute from scratch (what make book FORCE 1 does)
+resume = True  # False: regenerate every answer (make book FORCE=1); True reuses answers whose inputs are unchanged
 
 # %%
-import hashlib
-import json
 import time
-from pathlib import Path
 
 import pandas as pd
 from myst_nb import glue
 
-from axes_lib.generation import generate
-from axes_lib.io import append_jsonl, claim_artifacts, read_jsonl, write_manifest
+from axes_lib.artifacts import Artifacts, manifest_of
+from axes_lib.io import write_manifest
 from axes_lib.models import load_model, model_name
 from axes_lib.prompts import contrastive_prompts, load_personas, load_queries
+from axes_lib.sweeps import Setting, sweep
 
 model_name(model_key)  # a bad key fails here, before anything is loaded
-out_path = Path(artifacts_dir) / "responses" / f"{model_key}_responses.jsonl"
-manifest_path = out_path.with_suffix(".manifest.json")
+out_path = Artifacts(artifacts_dir, model_key).responses
+manifest_path = manifest_of(out_path)
 queries = load_queries(n_queries)
 chosen = [p for p in load_personas() if personas is None or p.name in personas]
 if personas is not None and len(chosen) != len(set(personas)):
     raise ValueError(f"unknown personas {sorted(set(personas) - {p.name for p in chosen})}")
-# The texts themselves are part of the parameters: responses to an edited persona or query are never resumed.
-prompt_data = hashlib.sha256(json.dumps([[p.name, p.system] for p in chosen] + [[q.id, q.text] for q in queries])
-                             .encode()).hexdigest()[:16]
-params = dict(model_key=model_key, n_queries=n_queries, personas=personas, max_new_tokens=max_new_tokens,
-              prompt_data=prompt_data)
+params = dict(model_key=model_key, n_queries=n_queries, personas=personas, max_new_tokens=max_new_tokens)
 started = time.perf_counter()
 
 # %% [markdown]
@@ -72,28 +65,18 @@ pd.DataFrame([{"persona": p.label, "kind": p.kind, "system prompt": p.system} fo
 # ## Generate, resuming from what is already on disk
 
 # %%
-if not resume or not claim_artifacts(manifest_path, params, overwrite=overwrite):
-    out_path.unlink(missing_ok=True)  # other parameters (with overwrite=True) or a forced rerun: start afresh
+# Each answer is stored with the fingerprint of its prompt text, the model and the generation settings:
+# a rerun reuses exactly the answers whose inputs are unchanged (an edited persona regenerates its own).
+if not resume:
+    out_path.unlink(missing_ok=True)
 write_manifest(manifest_path, params, seconds=0.0, complete=False)
-done = {(r["persona"], r["query_id"]) for r in read_jsonl(out_path)} if out_path.exists() else set()
-
 model, tokenizer = load_model(model_key)
-records = contrastive_prompts(queries, chosen, model_type=model_key, tokenizer=tokenizer)
-todo = [r for r in records if (r["persona"], r["query_id"]) not in done]
-print(f"{len(records)} prompts, {len(done)} already generated, {len(todo)} to go")
-chunk = 4 * batch_size  # appended (and fsynced) after each chunk
-for start in range(0, len(todo), chunk):
-    part = todo[start : start + chunk]
-    answers = generate(model, tokenizer, [r["prompt"] for r in part], max_new_tokens=max_new_tokens,
-                       batch_size=batch_size, progress=True)
-    append_jsonl(out_path, [{k: v for k, v in r.items() if k != "prompt"} | {"response": a}
-                            for r, a in zip(part, answers)])
-    print(f"  {start + len(part)}/{len(todo)}")
+records = [{**r, "id": f"{r['persona']}/{r['query_id']}"}
+           for r in contrastive_prompts(queries, chosen, model_type=model_key, tokenizer=tokenizer)]
+responses = sweep(model, tokenizer, records, [Setting("unsteered", None)], out_path, max_new_tokens, batch_size,
+                  chunk=4 * batch_size)  # appended (and fsynced) after every 4 batches
 
 # %%
-responses = [r for r in read_jsonl(out_path) if (r["persona"], r["query_id"]) in
-             {(x["persona"], x["query_id"]) for x in records}]
-assert len(responses) == len(records) == len({(r["persona"], r["query_id"]) for r in responses})
 seconds = time.perf_counter() - started
 write_manifest(manifest_path, params, seconds=seconds, complete=True, n_responses=len(responses))
 glue("n_responses", len(responses), display=False)

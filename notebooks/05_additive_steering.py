@@ -35,13 +35,11 @@ n_holdout_queries = 10  # held-out queries used (None: all of them)
 max_new_tokens = 48
 batch_size = 256  # rows per generate batch: several settings of the sweep at once
 artifacts_dir = "artifacts"
-overwrite = False  # True: replace artifacts made with other parameters
-resume = True  # False: recompute from scratch (what make book FORCE 1 does)
+resume = True  # False: regenerate every answer (make book FORCE=1); True reuses answers whose inputs are unchanged
 
 # %%
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,43 +47,46 @@ from myst_nb import glue
 
 from axes_lib.directions import load_direction
 from axes_lib.figures import Plain
-from axes_lib.io import claim_artifacts, load_tensors, read_json, read_jsonl, write_manifest
+from axes_lib.artifacts import Artifacts, manifest_of
+from axes_lib.calibration import projection_sd
+from axes_lib.interventions import Add
+from axes_lib.io import load_tensors, read_json, read_jsonl, write_manifest
 from axes_lib.models import load_model, model_name
 from axes_lib.prompts import contrastive_prompts, load_personas, load_queries
-from axes_lib.steering import projection_sd
-from axes_lib.sweeps import mean_ci, response_projection, sweep
+from axes_lib.sweeps import Setting, response_projection, sweep
 
 model_name(model_key)
 if any(s < 0 for s in [*scales, *sd_scales]):
     raise ValueError(f"scales must be >= 0, got {scales} and {sd_scales}")
 started = time.perf_counter()
-root = Path(artifacts_dir)
-evaluation = read_json(root / "evaluations" / f"direction_eval_{model_key}_{method}.json")
-direction = load_direction(root / "directions" / f"{model_key}_{method}.safetensors")
-split = read_json(root / "evaluations" / f"{model_key}_split.json")
+paths = Artifacts(artifacts_dir, model_key)
+evaluation = read_json(paths.evaluation(method))
+direction = load_direction(paths.direction(method))
+split = read_json(paths.split)
 layers = [evaluation["best_layer"]] if layers is None else list(layers)
 holdout = [q for q in load_queries(100) if q.id in set(split["holdout_queries"])][:n_holdout_queries]  # categories interleaved
 
 # The projection SD per steered layer, over all train prompts (the unit of `sd_scales`).
-tensors, meta = load_tensors(root / "activations" / f"{model_key}_{method}.safetensors")
-responses = read_jsonl(root / "responses" / f"{model_key}_responses.jsonl")
+tensors, meta = load_tensors(paths.activations(method))
+responses = read_jsonl(paths.responses)
 train_rows = [j for j, r in enumerate(tensors["rows"].tolist()) if responses[r]["query_id"] in set(split["train_queries"])]
 all_layers = json.loads(meta["layers"])
 sd = projection_sd(tensors["acts"][train_rows][:, [all_layers.index(i) for i in layers]], direction, layers)
 print(f"steering layers {layers}; projection SD there: " + ", ".join(f"{k}: {v:.2f}" for k, v in sd.items()))
 
-settings = [{"label": f"add:{s:g}", "layers": layers if s else [], "strength": float(s), "scale": float(s),
-             "scale_sd": float(s / np.mean(list(sd.values()))), "unit": "raw"} for s in scales]
-settings += [{"label": f"add_sd:{k:g}", "layers": layers, "strength": {i: k * sd[i] for i in layers},
-              "scale": float(k * np.mean(list(sd.values()))), "scale_sd": float(k), "unit": "sd"} for k in sd_scales]
+mean_sd = float(np.mean(list(sd.values())))
+settings = [Setting(f"add:{s:g}", Add(direction, layers, scale=float(s)) if s else None,
+                    {"scale": float(s), "scale_sd": float(s / mean_sd), "unit": "raw"}) for s in scales]
+settings += [Setting(f"add_sd:{k:g}", Add(direction, layers, scale={i: k * sd[i] for i in layers}),
+                     {"scale": float(k * mean_sd), "scale_sd": float(k), "unit": "sd"}) for k in sd_scales]
 
 # %%
 params = dict(model_key=model_key, method=method, layers=layers, scales=scales, sd_scales=sd_scales,
               n_holdout_queries=n_holdout_queries, max_new_tokens=max_new_tokens)
-out_path = root / "responses" / f"{model_key}_additive.jsonl"
-manifest_path = out_path.with_suffix(".manifest.json")
-if not resume or not claim_artifacts(manifest_path, params, overwrite=overwrite):
-    for path in (out_path, out_path.with_name(f"{model_key}_additive_assistant.jsonl")):
+out_path, assistant_path = paths.sweep("additive"), paths.sweep("additive", assistant=True)
+manifest_path = manifest_of(out_path)
+if not resume:  # otherwise every answer whose inputs are unchanged (its fingerprint) is reused
+    for path in (out_path, assistant_path):
         path.unlink(missing_ok=True)
 write_manifest(manifest_path, params, seconds=0.0, complete=False)
 
@@ -95,10 +96,9 @@ records = [{**r, "id": f"{r['persona']}/{r['query_id']}"}
            for r in contrastive_prompts(holdout, personas, model_type=model_key, tokenizer=tokenizer)]
 others = [r for r in records if r["kind"] != "assistant"]
 assistants = [r for r in records if r["kind"] == "assistant"]
-rows = sweep(model, tokenizer, others, direction, "add", settings, out_path, max_new_tokens, batch_size)
-reference = {"label": "assistant", "layers": [], "strength": 0.0, "scale": 0.0, "scale_sd": 0.0, "unit": "none"}
-rows += sweep(model, tokenizer, assistants, direction, "add", [reference],
-              out_path.with_name(f"{model_key}_additive_assistant.jsonl"), max_new_tokens, batch_size)
+rows = sweep(model, tokenizer, others, settings, out_path, max_new_tokens, batch_size)
+reference = Setting("assistant", None, {"scale": 0.0, "scale_sd": 0.0, "unit": "none"})
+rows += sweep(model, tokenizer, assistants, [reference], assistant_path, max_new_tokens, batch_size)
 print(f"{len(rows)} answers")
 
 # %% [markdown]

@@ -36,12 +36,10 @@ n_holdout_queries = 10  # held-out queries used (None: all of them)
 max_new_tokens = 48
 batch_size = 256  # rows per generate batch: several settings of the sweep at once
 artifacts_dir = "artifacts"
-overwrite = False  # True: replace artifacts made with other parameters
-resume = True  # False: recompute from scratch (what make book FORCE 1 does)
+resume = True  # False: regenerate every answer (make book FORCE=1); True reuses answers whose inputs are unchanged
 
 # %%
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,20 +47,22 @@ from myst_nb import glue
 
 from axes_lib.directions import load_direction
 from axes_lib.figures import Plain
-from axes_lib.io import claim_artifacts, read_json, read_jsonl, write_json, write_manifest
+from axes_lib.artifacts import Artifacts, manifest_of
+from axes_lib.calibration import calibration_answers, token_thresholds
+from axes_lib.interventions import Cap
+from axes_lib.io import read_json, read_jsonl, write_json, write_manifest
 from axes_lib.models import load_model, model_name
 from axes_lib.prompts import contrastive_prompts, load_personas, load_queries
-from axes_lib.steering import token_thresholds
-from axes_lib.sweeps import calibration_answers, response_projection, sweep
+from axes_lib.sweeps import Setting, response_projection, sweep
 
 model_name(model_key)
 if not percentiles or any(not 0 <= q <= 100 for q in percentiles):
     raise ValueError(f"percentiles must lie in [0, 100], got {percentiles}")
 started = time.perf_counter()
-root = Path(artifacts_dir)
-evaluation = read_json(root / "evaluations" / f"direction_eval_{model_key}_{method}.json")
-direction = load_direction(root / "directions" / f"{model_key}_{method}.safetensors")
-split = read_json(root / "evaluations" / f"{model_key}_split.json")
+paths = Artifacts(artifacts_dir, model_key)
+evaluation = read_json(paths.evaluation(method))
+direction = load_direction(paths.direction(method))
+split = read_json(paths.split)
 all_layers = sorted(direction)
 n_layers = len(all_layers)
 if bands is None:
@@ -79,26 +79,26 @@ holdout = [q for q in load_queries(100) if q.id in set(split["holdout_queries"])
 # Thresholds per band and percentile: percentiles of the projections of every response token of the
 # assistant personas' train answers (step 4's recipe), the positions a cap acts on.
 model, tokenizer = load_model(model_key)
-calibration = calibration_answers(read_jsonl(root / "responses" / f"{model_key}_responses.jsonl"),
+calibration = calibration_answers(read_jsonl(paths.responses),
                                   split["train_queries"], tokenizer, model_key)
 # One pass reads every band's layers.
 by_q = token_thresholds(model, tokenizer, *calibration, direction, sorted({i for b in bands.values() for i in b}),
                         percentiles, batch_size=batch_size)
-settings = [{"label": "uncapped", "layers": [], "strength": 0.0, "band": "none", "percentile": None}]
+settings = [Setting("uncapped", None, {"band": "none", "percentile": None})]
 for name, band in bands.items():
     for q, by_layer in by_q.items():
         tau = {i: by_layer[i] for i in band}
-        settings.append({"label": f"cap:{name}:p{q:g}", "layers": band, "strength": tau, "band": name,
-                         "percentile": q, "thresholds": {str(k): v for k, v in tau.items()}})
+        settings.append(Setting(f"cap:{name}:p{q:g}", Cap(direction, band, threshold=tau),
+                                {"band": name, "percentile": q, "thresholds": {str(k): v for k, v in tau.items()}}))
 pd.DataFrame([{"band": n, "layers": ", ".join(map(str, b))} for n, b in bands.items()])
 
 # %%
 params = dict(model_key=model_key, method=method, percentiles=percentiles, bands=bands, n_holdout_queries=n_holdout_queries,
               max_new_tokens=max_new_tokens)
-out_path = root / "responses" / f"{model_key}_capping.jsonl"
-manifest_path = out_path.with_suffix(".manifest.json")
-if not resume or not claim_artifacts(manifest_path, params, overwrite=overwrite):
-    for path in (out_path, out_path.with_name(f"{model_key}_capping_assistant.jsonl")):
+out_path, assistant_path = paths.sweep("capping"), paths.sweep("capping", assistant=True)
+manifest_path = manifest_of(out_path)
+if not resume:  # otherwise every answer whose inputs are unchanged (its fingerprint) is reused
+    for path in (out_path, assistant_path):
         path.unlink(missing_ok=True)
 write_manifest(manifest_path, params, seconds=0.0, complete=False)
 
@@ -106,11 +106,10 @@ records = [{**r, "id": f"{r['persona']}/{r['query_id']}"}
            for r in contrastive_prompts(holdout, load_personas(), model_type=model_key, tokenizer=tokenizer)]
 others = [r for r in records if r["kind"] != "assistant"]
 assistants = [r for r in records if r["kind"] == "assistant"]
-rows = sweep(model, tokenizer, others, direction, "cap", settings, out_path, max_new_tokens, batch_size)
+rows = sweep(model, tokenizer, others, settings, out_path, max_new_tokens, batch_size)
 # Assistant personas: uncapped, and capped with each band's 25th-percentile setting (should change little).
-check = [s for s in settings if s["layers"] == [] or s["percentile"] == 25]
-assistant_rows = sweep(model, tokenizer, assistants, direction, "cap", check,
-                       out_path.with_name(f"{model_key}_capping_assistant.jsonl"), max_new_tokens, batch_size)
+check = [s for s in settings if s.intervention is None or s.info["percentile"] == 25]
+assistant_rows = sweep(model, tokenizer, assistants, check, assistant_path, max_new_tokens, batch_size)
 print(f"{len(rows)} persona answers, {len(assistant_rows)} assistant answers")
 
 # %% [markdown]
@@ -168,7 +167,7 @@ unchanged = {s: float((g.set_index("id")["response"] == base.reindex(g["id"]).va
              for s, g in assistant_frame[assistant_frame.setting != "uncapped"].groupby("setting")}
 for s, v in unchanged.items():
     glue(f"cap_assistant_unchanged_{s.split(':')[1]}", round(100 * v), display=False)
-write_json(root / "evaluations" / f"capping_{model_key}_{method}.json",
+write_json(paths.capping_summary(method),
            {"bands": bands, "uncapped_projection": uncapped_mean, "assistant_projection": assistant_mean,
             "measure_layers": measure_layers, "summary": summary.to_dict(orient="records"),
             "assistant_unchanged": unchanged})

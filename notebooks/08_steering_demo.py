@@ -55,8 +55,8 @@ from axes_lib.directions import load_direction
 from axes_lib.io import atomic_write_text, claim_artifacts, load_tensors, read_json, read_jsonl, write_json, write_manifest
 from axes_lib.models import load_model, model_name
 from axes_lib.prompts import load_personas, load_queries
-from axes_lib.steering import projection_sd, quantile_thresholds
-from axes_lib.sweeps import calibration_answers
+from axes_lib.calibration import calibration_answers, projection_sd, quantile_thresholds
+from axes_lib.interventions import Add, Cap
 
 model_name(model_key)
 if any(s < 0 for s in add_scales_sd):
@@ -135,12 +135,14 @@ manifest_path = demo_dir / f"{model_key}_grid.manifest.json"
 claim_artifacts(manifest_path, params, overwrite=overwrite)  # refuses to replace a grid made with other parameters
 
 grid_started = time.perf_counter()
+modes = {
+    "add": [(f"+{k:g} SD" if k else "0 (off)", Add(direction, add_layers, scale=scale))
+            for k, scale in zip(add_scales_sd, add_scales)],
+    "cap": [("no cap" if q is None else f"p{q:g}", None if tau is None else Cap(direction, cap_layers, threshold=tau))
+            for q, tau in zip(cap_percentiles, cap_values)],
+}
 grid = build_grid(
-    model, tokenizer, direction, chosen, queries,
-    add_scales=add_scales, cap_thresholds=cap_values, add_layers=add_layers, cap_layers=cap_layers,
-    add_labels=[f"+{k:g} SD" if k else "0 (off)" for k in add_scales_sd],
-    cap_labels=["no cap" if q is None else f"p{q:g}" for q in cap_percentiles],
-    max_new_tokens=max_new_tokens, batch_size=batch_size, model_type=model_key,
+    model, tokenizer, chosen, queries, modes, max_new_tokens=max_new_tokens, batch_size=batch_size, model_type=model_key,
     metadata={"model": model_key, "method": method, "projection_sd": {str(k): v for k, v in sd.items()},
               "cap_percentiles": cap_percentiles},
 )

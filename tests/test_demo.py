@@ -16,7 +16,7 @@ import torch
 
 from axes_lib.demo import build_grid, check_grid, live_demo, slider_html
 from axes_lib.generation import generate
-from axes_lib.steering import steering
+from axes_lib.interventions import Ablate, Add, Cap
 
 NASTY = '</script><b>&amp; "quotes" <!-- x'
 
@@ -198,14 +198,19 @@ def test_build_grid_shape_and_zero_strength(tiny):
     model, tokenizer = tiny
     torch.manual_seed(1)
     direction = {i: torch.randn(model.config.hidden_size) for i in range(3)}
-    grid = build_grid(model, tokenizer, direction, PERSONAS, QUERIES, add_scales=[0.0, 50.0],
-                      cap_thresholds=[None, {1: 0.0, 2: 0.0}, {1: 1e6, 2: 1e6}], add_layers=[1], cap_layers=[1, 2],
-                      cap_labels=["none", "p0", "huge"], max_new_tokens=5, batch_size=4, prompt_fn=prompt_fn,
+    modes = {
+        "add": [("0", Add(direction, [1], scale=0.0)), ("50", Add(direction, [1], scale=50.0))],
+        "cap": [("none", None), ("p0", Cap(direction, [1, 2], threshold=0.0)),
+                ("huge", Cap(direction, [1, 2], threshold=1e6))],
+        "ablate": [("off", None), ("to 0", Ablate(direction, [1]))],  # any kind: one more entry, no other edit
+    }
+    grid = build_grid(model, tokenizer, PERSONAS, QUERIES, modes, max_new_tokens=5, batch_size=4, prompt_fn=prompt_fn,
                       metadata={"model": "tiny"})
     check_grid(grid)
     assert grid["model"] == "tiny" and len(grid["personas"]) == 2 and len(grid["queries"]) == 3
-    add, cap = grid["modes"]["add"], grid["modes"]["cap"]
+    add, cap, ablate = grid["modes"]["add"], grid["modes"]["cap"], grid["modes"]["ablate"]
     assert [s["label"] for s in add["strengths"]] == ["0", "50"] and add["layers"] == [1]
+    assert add["title"] == "Additive steering" and ablate["title"] == "Directional ablation"
     assert cap["strengths"][1]["value"] == {"1": 0.0, "2": 0.0} and cap["layers"] == [1, 2]
     # independent computation: plain generate without any hooks, one prompt at a time
     plain = [[generate(model, tokenizer, [prompt_fn(p, q)], max_new_tokens=5)[0] for q in QUERIES] for p in PERSONAS]
@@ -217,25 +222,29 @@ def test_build_grid_shape_and_zero_strength(tiny):
     assert add["strengths"][0]["fired"] == 0.0 and add["strengths"][1]["fired"] == 1.0
     assert cap["strengths"][0]["fired"] is None
     assert cap["strengths"][2]["fired"] == 1.0
-    with steering(model, direction, layers=[1], mode="add", scale=50.0):
-        pushed = generate(model, tokenizer, [prompt_fn(PERSONAS[1], QUERIES[2])], max_new_tokens=5)[0]
-    assert add["answers"][1][2][1] == pushed
+    for mode, item, s in (("add", modes["add"][1][1], 1), ("ablate", modes["ablate"][1][1], 1)):
+        pushed = generate(model, tokenizer, [prompt_fn(PERSONAS[1], QUERIES[2])], max_new_tokens=5, interventions=item)[0]
+        assert grid["modes"][mode]["answers"][1][2][s] == pushed
     assert any(add["answers"][p][q][1] != plain[p][q] for p in range(2) for q in range(3))
     json.dumps(grid)  # JSON-ready
-    assert parse(slider_html(grid)).errors == []
+    page = parse(slider_html(grid))
+    assert page.errors == []
+    assert 'value="ablate"' in slider_html(grid)  # a radio per mode
 
 
 def test_build_grid_rejects_bad_input(tiny):
     model, tokenizer = tiny
-    direction = {1: torch.ones(model.config.hidden_size)}
-    kw = dict(add_layers=[1], cap_layers=[1], prompt_fn=prompt_fn, max_new_tokens=2)
-    with pytest.raises(ValueError, match="add scale must be >= 0"):
-        build_grid(model, tokenizer, direction, PERSONAS, QUERIES, add_scales=[-1.0], cap_thresholds=[None], **kw)
-    with pytest.raises(ValueError, match="labels"):
-        build_grid(model, tokenizer, direction, PERSONAS, QUERIES, add_scales=[0.0], cap_thresholds=[None],
-                   add_labels=["a", "b"], **kw)
+    direction = {1: torch.ones(model.config.hidden_size), 2: torch.ones(model.config.hidden_size)}
+    kw = dict(prompt_fn=prompt_fn, max_new_tokens=2)
+    with pytest.raises(ValueError, match="at least one"):
+        build_grid(model, tokenizer, PERSONAS, QUERIES, {"add": []}, **kw)
+    with pytest.raises(ValueError, match="mixes kinds or layers"):
+        build_grid(model, tokenizer, PERSONAS, QUERIES, {"x": [("a", Add(direction, [1], scale=1.0)),
+                                                               ("b", Cap(direction, [1], threshold=1.0))]}, **kw)
+    with pytest.raises(ValueError, match="pairs"):
+        build_grid(model, tokenizer, PERSONAS, QUERIES, {"x": [("a", 1.0)]}, **kw)
     with pytest.raises(ValueError, match="at least one persona"):
-        build_grid(model, tokenizer, direction, [], QUERIES, add_scales=[0.0], cap_thresholds=[None], **kw)
+        build_grid(model, tokenizer, [], QUERIES, {"add": [("0", None)]}, **kw)
 
 
 def test_live_demo_generates_on_change(tiny):
@@ -260,8 +269,8 @@ def test_live_demo_generates_on_change(tiny):
     assert paras(out.value) == [plain, plain]  # scale 0: steered == unsteered
     assert "changes 0% of the positions" in out.value
     strength.value = 5.0
-    with steering(model, direction, layers=[1], mode="add", scale=50.0):  # 5 × add_unit 10
-        pushed = generate(model, tokenizer, [prompt_fn(PERSONAS[0], QUERIES[0])], max_new_tokens=4)[0]
+    pushed = generate(model, tokenizer, [prompt_fn(PERSONAS[0], QUERIES[0])], max_new_tokens=4,
+                      interventions=Add(direction, [1], scale=50.0))[0]  # 5 × add_unit 10
     assert paras(out.value) == [plain, pushed] and "add 5 SD (scale 50)" in out.value
     mode.value = "cap"
     assert strength.value == 25.0 and strength.max == 100.0 and asked == [25.0]  # one generation per switch

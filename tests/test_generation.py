@@ -8,6 +8,7 @@ import torch
 from axes_lib.capped import CappedModel
 from axes_lib.directions import save_direction
 from axes_lib.generation import generate
+from axes_lib.interventions import Ablate, Add, Cap
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +43,15 @@ GROUPED = [f"{system} {q}" for system in SHARED for q in ("u v", "w", "x y z a",
 def test_shared_prefix_equals_unshared(tiny, intervene, cascade):
     """Reusing a prefix's KV cache ([prefix | padding | rest] with the padding masked), as one copy per row
     or through cascade attention, changes no output."""
-    from axes_lib.steering import steering
+    from axes_lib.interventions import Cap
 
     model, tokenizer = tiny
     torch.manual_seed(1)
-    direction = {1: torch.randn(model.config.hidden_size)}
+    cap = Cap({1: torch.randn(model.config.hidden_size)}, threshold=0.5) if intervene else None
 
     def run(share):
         kw = dict(max_new_tokens=8, batch_size=3, share_prefix=share, min_prefix=4, cascade=cascade)
-        if not intervene:
-            return generate(model, tokenizer, GROUPED, **kw)
-        with steering(model, direction, mode="cap", threshold=0.5):
-            return generate(model, tokenizer, GROUPED, **kw)
+        return generate(model, tokenizer, GROUPED, interventions=cap, **kw)
 
     assert run(True) == run(False)
     assert model.config._attn_implementation == "sdpa"  # restored after cascade attention
@@ -114,14 +112,17 @@ def test_capped_model_cap_and_add(tiny):
     direction = {1: torch.randn(model.config.hidden_size), 2: torch.randn(model.config.hidden_size)}
     plain = generate(model, tokenizer, PROMPTS, max_new_tokens=5)
     # a threshold far below every projection never fires: capped output equals uncapped, bit for bit
-    never = CappedModel(model, tokenizer, direction, layers=[1, 2], mode="cap", threshold=-1e6)
+    never = CappedModel(model, tokenizer, Cap(direction, [1, 2], threshold=-1e6))
     assert never.generate(PROMPTS, max_new_tokens=5) == plain
     assert never.last_stats.fraction_fired() == {1: 0.0, 2: 0.0}
     assert never.generate_uncapped(PROMPTS[0], max_new_tokens=5) == plain[0]
     # a huge additive scale changes the text
-    pushed = CappedModel(model, tokenizer, direction, layers=[1], mode="add", scale=100.0)
+    pushed = CappedModel(model, tokenizer, Add(direction, [1], scale=100.0))
     assert pushed.generate(PROMPTS, max_new_tokens=5) != plain
     assert pushed.last_stats.fraction_fired() == {1: 1.0}
+    # directional ablation works through CappedModel with no other edit
+    ablated = CappedModel(model, tokenizer, Ablate(direction, [1, 2], value=50.0))
+    assert ablated.generate(PROMPTS, max_new_tokens=5) != plain and ablated.last_stats.fraction_fired() == {1: 1.0, 2: 1.0}
 
 
 def test_from_model_key_validates_before_loading(tmp_path, monkeypatch):
@@ -135,21 +136,33 @@ def test_from_model_key_validates_before_loading(tmp_path, monkeypatch):
         CappedModel.from_model_key("no such model")
     with pytest.raises(FileNotFoundError, match="no direction file"):
         CappedModel.from_model_key("smollm2", direction=tmp_path / "missing.safetensors")
-    path = save_direction(tmp_path / "d.safetensors", {3: torch.ones(8)})
+    path = save_direction(tmp_path / "d.safetensors", {3: torch.ones(8), 4: torch.ones(8)}, n_layers=30)
     with pytest.raises(ValueError, match="threshold must be finite"):
         CappedModel.from_model_key("smollm2", direction=path, layers=[3], threshold=float("nan"))
     with pytest.raises(ValueError, match="scale must be >= 0"):
-        CappedModel.from_model_key("smollm2", direction=path, layers=[3], mode="add", scale=-2)
+        CappedModel.from_model_key("smollm2", direction=path, layers=[3], kind="add", scale=-2)
+    with pytest.raises(ValueError, match="takes its strength as scale="):
+        CappedModel.from_model_key("smollm2", direction=path, layers=[3], kind="add", threshold=2)
+    with pytest.raises(ValueError, match="unknown intervention kind"):
+        CappedModel.from_model_key("smollm2", direction=path, layers=[3], kind="mul", threshold=2)
+    with pytest.raises(ValueError, match="duplicates"):
+        CappedModel.from_model_key("smollm2", direction=path, layers=[3, 3], threshold=1.0)
+    with pytest.raises(ValueError, match="no vector for layers"):
+        CappedModel.from_model_key("smollm2", direction=path, layers=[99], threshold=1.0)
     with pytest.raises(FileNotFoundError, match="no evaluation"):
         CappedModel.from_model_key("smollm2", direction=path, evaluation=tmp_path / "none.json")
+    # The direction file knows its model's depth: a layer beyond it fails before any load or download.
+    short = save_direction(tmp_path / "x.safetensors", {3: torch.ones(8)}, n_layers=2)
+    with pytest.raises(ValueError, match="layer 3 out of range: model has 2 layers"):
+        CappedModel.from_model_key("smollm2", direction=short, layers=[3], threshold=1.0)
 
 
 def test_capped_model_rejects_misfit_direction(tiny):
     model, tokenizer = tiny
     with pytest.raises(ValueError, match="hidden_size"):
-        CappedModel(model, tokenizer, {1: torch.randn(5)}, layers=[1], threshold=1.0)
+        CappedModel(model, tokenizer, Cap({1: torch.randn(5)}, threshold=1.0))
     with pytest.raises(ValueError, match="out of range"):
-        CappedModel(model, tokenizer, {1: torch.randn(model.config.hidden_size)}, layers=[7], threshold=1.0)
+        CappedModel(model, tokenizer, Cap({7: torch.randn(model.config.hidden_size)}, threshold=1.0))
 
 
 def test_own_prefixes_keep_one_batch(tiny):
@@ -175,47 +188,36 @@ def test_own_prefixes_keep_one_batch(tiny):
 
 
 @pytest.mark.parametrize("cascade", [True, False])
-def test_steering_rows_equals_one_setting_at_a_time(tiny, cascade):
-    """One generate call with each prompt steered by its own setting gives every setting's answers and
-    stats as a run of that setting alone (prompts of different settings never share a prefix)."""
-    from axes_lib.steering import make_intervention, steering, steering_rows
-
+def test_per_prompt_interventions_equal_one_at_a_time(tiny, cascade):
+    """One generate call with each prompt steered by its own intervention gives every intervention's answers
+    and stats as a run of that intervention alone (prompts of different ones never share a prefix)."""
     model, tokenizer = tiny
     torch.manual_seed(2)
     direction = {0: torch.randn(model.config.hidden_size), 1: torch.randn(model.config.hidden_size)}
-    settings = [None, make_intervention("add", [1], scale=0.5), make_intervention("cap", [0, 1], threshold=0.5),
-                make_intervention("add", [0, 1], scale={0: 0.2, 1: 1.0})]
+    settings = [None, Add(direction, [1], scale=0.5), Cap(direction, [0, 1], threshold=0.5),
+                Add(direction, [0, 1], scale={0: 0.2, 1: 1.0}), Ablate(direction, [1], value=1.0)]
     kw = dict(max_new_tokens=6, min_new_tokens=6, batch_size=4, min_prefix=4, cascade=cascade)
     alone, alone_stats = [], []
     for setting in settings:
-        if setting is None:
-            alone.append(generate(model, tokenizer, GROUPED, **kw))
-            alone_stats.append(None)
-            continue
-        key = "scale" if setting.mode == "add" else "threshold"
-        with steering(model, direction, layers=setting.layers, mode=setting.mode, **{key: setting.strength}) as stats:
-            alone.append(generate(model, tokenizer, GROUPED, **kw))
-        alone_stats.append(stats)
+        stats = {}
+        alone.append(generate(model, tokenizer, GROUPED, interventions=setting, stats=stats, **kw))
+        alone_stats.append(stats.get(setting))
     assert len({tuple(a) for a in alone}) == len(settings)  # every setting changes the answers: the test can fail
-    setting_of = [k for k in range(len(settings)) for _ in GROUPED]
-    with steering_rows(model, direction, settings, setting_of) as stats:
-        together = generate(model, tokenizer, GROUPED * len(settings), groups=setting_of, **{**kw, "batch_size": 16})
+    stats = {}
+    together = generate(model, tokenizer, GROUPED * len(settings), stats=stats, **{**kw, "batch_size": 16},
+                        interventions=[s for s in settings for _ in GROUPED])
     assert [together[k * len(GROUPED):(k + 1) * len(GROUPED)] for k in range(len(settings))] == alone
-    assert stats[0].positions == {}
-    for got, want in zip(stats[1:], alone_stats[1:]):
+    for setting, want in zip(settings[1:], alone_stats[1:]):
+        got = stats[setting]
         assert got.positions == want.positions and got.fired == want.fired
         assert got.correction_sum == pytest.approx(want.correction_sum, rel=1e-5)
 
 
-def test_steering_rows_needs_generate(tiny):
-    from axes_lib.steering import make_intervention, steering_rows
-
+def test_generate_checks_interventions_and_counts(tiny):
     model, tokenizer = tiny
-    direction = {1: torch.randn(model.config.hidden_size)}
-    with pytest.raises(ValueError, match="setting_of must index settings"):
-        with steering_rows(model, direction, [make_intervention("add", [1], scale=1.0)], [0, 1]):
-            pass
-    ids = tokenizer(["a b c"], return_tensors="pt")["input_ids"]
-    with pytest.raises(RuntimeError, match="inside axes_lib.generation.generate"):
-        with steering_rows(model, direction, [make_intervention("add", [1], scale=1.0)], [0]):
-            model(input_ids=ids)
+    item = Add({1: torch.randn(model.config.hidden_size)}, scale=1.0)
+    with pytest.raises(ValueError, match="one \\(or None\\) per prompt"):
+        generate(model, tokenizer, ["a b", "c d"], interventions=[item])
+    for bad in (2.5, 0, True):
+        with pytest.raises(ValueError, match="max_new_tokens must be a whole number"):
+            generate(model, tokenizer, ["a b"], max_new_tokens=bad)

@@ -1,4 +1,5 @@
-"""Intervention sweeps: settings generated together equal each setting alone, and an interrupted sweep resumes."""
+"""Intervention sweeps: settings generated together equal each setting alone, an interrupted sweep resumes,
+and a rerun regenerates exactly the rows whose inputs changed (never a stale answer)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pytest
 import torch
 
 from axes_lib.generation import generate
-from axes_lib.steering import steering
-from axes_lib.sweeps import sweep
+from axes_lib.interventions import Add, Cap, Intervention
+from axes_lib.sweeps import Setting, sweep
 
 
 @pytest.fixture(scope="module")
@@ -22,56 +23,114 @@ def tiny(tiny_model_dir):
 SYSTEMS = ["a b c d e f g h i j k l m n", "z y x w v u t s r"]
 RECORDS = [{"id": f"{s}/{q}", "prompt": f"{system} {text}"} for s, system in enumerate(SYSTEMS)
            for q, text in enumerate(["u v", "w", "x y z a"])]
-SETTINGS = [{"label": "off", "layers": [], "strength": 0.0},
-            {"label": "one", "layers": [1], "strength": 0.5},
-            {"label": "two", "layers": [0, 1], "strength": {0: 0.2, 1: 1.0}}]
+STRENGTHS = [("one", [1], 0.5), ("two", [0, 1], {0: 0.2, 1: 1.0})]
 
 
-@pytest.mark.parametrize("mode", ["add", "cap"])
-def test_sweep_equals_each_setting_alone_and_resumes(tiny, tmp_path, monkeypatch, mode):
+def _settings(kind: type[Intervention], direction, scale: float = 1.0) -> list[Setting]:
+    steered = [Setting(label, kind(direction, layers, _times(strength, scale)), {"note": label})
+               for label, layers, strength in STRENGTHS]
+    return [Setting("off", None), *steered]
+
+
+def _times(strength, k):
+    return {i: v * k for i, v in strength.items()} if isinstance(strength, dict) else strength * k
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    """How many prompts each `generate` call of the sweep asked for."""
     import axes_lib.sweeps
 
+    asked: list[int] = []
+    real = axes_lib.sweeps.generate
+    monkeypatch.setattr(axes_lib.sweeps, "generate", lambda m, t, p, **k: asked.append(len(p)) or real(m, t, p, **k))
+    return asked
+
+
+@pytest.mark.parametrize("kind", [Add, Cap])
+def test_sweep_equals_each_setting_alone_and_resumes(tiny, tmp_path, kind, counting):
     model, tokenizer = tiny
     torch.manual_seed(3)
     direction = {i: torch.randn(model.config.hidden_size) for i in range(2)}
+    settings = _settings(kind, direction)
     out = tmp_path / "sweep.jsonl"
     kw = dict(max_new_tokens=5, batch_size=2 * len(RECORDS))  # two chunks: settings off + one, then two
-    rows = sweep(model, tokenizer, RECORDS, direction, mode, SETTINGS, out, **kw)
-    assert len(rows) == 3 * len(RECORDS) and len({(r["setting"], r["id"]) for r in rows}) == len(rows)
+    rows = sweep(model, tokenizer, RECORDS, settings, out, **kw)
+    assert [(r["setting"], r["id"]) for r in rows] == [(s.label, r["id"]) for s in settings for r in RECORDS]
     prompts = [r["prompt"] for r in RECORDS]
-    key = "scale" if mode == "add" else "threshold"
-    for setting in SETTINGS:  # independent computation: each setting alone, under `steering`
-        got = [r for r in rows if r["setting"] == setting["label"]]
-        if setting["layers"]:
-            with steering(model, direction, layers=setting["layers"], mode=mode, **{key: setting["strength"]}) as stats:
-                want = generate(model, tokenizer, prompts, max_new_tokens=5)
-            fired = {str(k): v for k, v in stats.fraction_fired().items()}
-            assert got[0]["stats"]["fraction_fired"] == pytest.approx(fired)
+    for setting in settings:  # independent computation: each setting alone
+        got = [r for r in rows if r["setting"] == setting.label]
+        stats = {}
+        want = generate(model, tokenizer, prompts, max_new_tokens=5, interventions=setting.intervention, stats=stats)
+        assert [r["response"] for r in got] == want
+        if setting.intervention is None:
+            assert got[0]["stats"] == {} and got[0]["layers"] == []
         else:
-            want = generate(model, tokenizer, prompts, max_new_tokens=5)
-            assert got[0]["stats"] == {}
-        answer = {r["id"]: r["response"] for r in got}
-        assert [answer[r["id"]] for r in RECORDS] == want
-    assert len({tuple(r["response"] for r in rows if r["setting"] == s["label"]) for s in SETTINGS}) == 3  # steering acts
+            fired = {str(k): v for k, v in stats[setting.intervention].fraction_fired().items()}
+            assert got[0]["stats"]["fraction_fired"] == pytest.approx(fired)
+            assert got[0]["note"] == setting.label and got[0]["layers"] == setting.intervention.layers
+    assert len({tuple(r["response"] for r in rows if r["setting"] == s.label) for s in settings}) == 3  # steering acts
 
     # Interrupted after the first chunk: the rerun generates only the missing setting.
     lines = out.read_text().splitlines()
     out.write_text("\n".join(lines[: 2 * len(RECORDS)]) + "\n")
-    asked = []
-    real = axes_lib.sweeps.generate
-    monkeypatch.setattr(axes_lib.sweeps, "generate", lambda m, t, p, **k: asked.append(len(p)) or real(m, t, p, **k))
-    again = sweep(model, tokenizer, RECORDS, direction, mode, SETTINGS, out, **kw)
-    assert asked == [len(RECORDS)]
-    assert sorted(map(json.dumps, again)) == sorted(map(json.dumps, rows))
-    assert sweep(model, tokenizer, RECORDS, direction, mode, SETTINGS, out, **kw) == again and asked == [len(RECORDS)]
-    alone = sweep(model, tokenizer, RECORDS, direction, mode, SETTINGS[:1], tmp_path / "off.jsonl", **kw)  # no steered setting
-    assert [r["response"] for r in alone] == [r["response"] for r in rows if r["setting"] == "off"]
+    counting.clear()
+    again = sweep(model, tokenizer, RECORDS, settings, out, **kw)
+    assert counting == [len(RECORDS)]
+    assert again == rows
+    assert sweep(model, tokenizer, RECORDS, settings, out, **kw) == again and counting == [len(RECORDS)]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == rows  # the file is in sweep order
 
 
-def test_sweep_checks_settings_before_generating(tiny, tmp_path):
+def test_changed_inputs_regenerate_exactly_their_rows(tiny, tmp_path, counting):
+    model, tokenizer = tiny
+    torch.manual_seed(4)
+    direction = {i: torch.randn(model.config.hidden_size) for i in range(2)}
+    out = tmp_path / "sweep.jsonl"
+    kw = dict(max_new_tokens=5, batch_size=64)
+    first = sweep(model, tokenizer, RECORDS, _settings(Add, direction), out, **kw)
+    n = len(RECORDS)
+    # Nothing changed: nothing generated, the same rows.
+    counting.clear()
+    assert sweep(model, tokenizer, RECORDS, _settings(Add, direction), out, **kw) == first and counting == []
+    # The direction negated, same labels: both steered settings regenerate, the unsteered one does not.
+    negated = {i: -v for i, v in direction.items()}
+    rows = sweep(model, tokenizer, RECORDS, _settings(Add, negated), out, **kw)
+    assert counting == [2 * n]
+    assert [r["response"] for r in rows[:n]] == [r["response"] for r in first[:n]]
+    assert [r["response"] for r in rows[n:]] != [r["response"] for r in first[n:]]
+    stats = {}
+    want = generate(model, tokenizer, [r["prompt"] for r in RECORDS], max_new_tokens=5,
+                    interventions=Add(negated, [1], scale=0.5), stats=stats)
+    assert [r["response"] for r in rows if r["setting"] == "one"] == want
+    # Changed thresholds of one setting only: only its rows regenerate.
+    counting.clear()
+    caps = _settings(Cap, direction)
+    sweep(model, tokenizer, RECORDS, caps, tmp_path / "cap.jsonl", **kw)
+    counting.clear()
+    changed = [caps[0], caps[1], Setting("two", Cap(direction, [0, 1], threshold={0: 9.0, 1: 9.0}))]
+    sweep(model, tokenizer, RECORDS, changed, tmp_path / "cap.jsonl", **kw)
+    assert counting == [n]
+    # A changed prompt regenerates that record under every setting; other generation settings, everything.
+    counting.clear()
+    edited = [dict(RECORDS[0], prompt=RECORDS[0]["prompt"] + " b"), *RECORDS[1:]]
+    sweep(model, tokenizer, edited, _settings(Add, negated), out, **kw)
+    assert counting == [3]
+    counting.clear()
+    sweep(model, tokenizer, edited, _settings(Add, negated), out, **{**kw, "max_new_tokens": 4})
+    assert counting == [3 * n]
+
+
+def test_sweep_checks_settings_before_generating(tiny, tmp_path, counting):
     model, tokenizer = tiny
     direction = {1: torch.randn(model.config.hidden_size)}
-    bad = [{"label": "ok", "layers": [1], "strength": 1.0}, {"label": "neg", "layers": [1], "strength": -1.0}]
-    with pytest.raises(ValueError, match="scale must be >= 0"):
-        sweep(model, tokenizer, RECORDS, direction, "add", bad, tmp_path / "s.jsonl")
-    assert not (tmp_path / "s.jsonl").exists()
+    path = tmp_path / "s.jsonl"
+    with pytest.raises(ValueError, match="setting labels must be unique"):
+        sweep(model, tokenizer, RECORDS, [Setting("a", None), Setting("a", Add(direction, scale=1.0))], path)
+    with pytest.raises(ValueError, match="record ids must be unique"):
+        sweep(model, tokenizer, [RECORDS[0], RECORDS[0]], [Setting("a", None)], path)
+    with pytest.raises(ValueError, match="Setting objects"):
+        sweep(model, tokenizer, RECORDS, [{"label": "x", "layers": [1], "strength": 1.0}], path)
+    with pytest.raises(ValueError, match="has no prompt"):
+        sweep(model, tokenizer, [{"id": "x"}], [Setting("a", None)], path)
+    assert counting == [] and not path.exists()
