@@ -114,7 +114,7 @@ book-smoke: $(STAMP)
 # everything downstream.
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 EXECUTED  := $(patsubst notebooks/%.py,book/%.ipynb,$(NOTEBOOKS))
-LIBRARY   := $(wildcard axes_lib/*.py axes_lib/data/*)
+LIBRARY   := $(wildcard axes_lib/*.py axes_lib/*/*.py axes_lib/data/*)
 # "book/02_x.ipynb:book/01_y.ipynb" and so on: each step after the one before it.
 $(foreach rule,$(join $(wordlist 2,99,$(EXECUTED)),$(addprefix :,$(EXECUTED))),$(eval $(rule)))
 
