@@ -1,6 +1,6 @@
 # LLM Personality Axes — two commands for a new user:
 #   make book   set-up, execute the notebooks with papermill, build the book into _build/html
-#   make test   set-up, run the tests, then a smoke build of the book
+#   make test   set-up, lint (ruff), run the tests, then a smoke build of the book
 #
 # Options:
 #   PARAMS=params/default.yaml   parameters file handed to every notebook (papermill -f)
@@ -42,16 +42,17 @@ export AXES_FORCE := $(if $(FORCE),1,)
 
 JB_FLAGS := --warningiserror --keep-going --all
 
-.PHONY: help setup test test-lib test-notebooks book-smoke book html notebooks bench clean distclean
+.PHONY: help setup lint test test-lib test-notebooks book-smoke book html notebooks bench clean distclean
 
 help:
 	@echo "make book    set-up, run the notebooks, build the book into _build/html (PARAMS=..., FORCE=1)"
-	@echo "make test    set-up, run pytest, then a smoke build of the book"
+	@echo "make test    set-up, ruff (make lint), pytest, then a smoke build of the book"
 	@echo "make bench   set-up, run the benchmarks (benchmarks/run.py)"
 	@echo "make clean   remove build outputs (_build, .stamps, caches); 'make distclean' also removes .venv"
 
 # --------------------------------------------------------------------------------------------------
-# Set-up: a virtual environment with the pinned requirements, installed once per requirements hash.
+# Set-up: a virtual environment with the pinned requirements and axes_lib itself (editable, so edits to the
+# sources need no reinstall), installed once per requirements hash.
 setup: $(STAMP)
 
 $(STAMP):
@@ -66,8 +67,11 @@ $(STAMP):
 	@# Byte-compile with every core (pip compiles one file at a time: 90 of its 130 s here). Files that do
 	@# not compile under this Python (test data inside torch) are skipped, as pip itself skips them.
 	$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" > /dev/null || true
-	@# The repository root on the venv's path: `import axes_lib` works from notebooks, Jupyter, pytest.
-	$(PY) -c "import sysconfig,pathlib;pathlib.Path(sysconfig.get_paths()['purelib'],'axes_lib_repo.pth').write_text('$(CURDIR)\n')"
+	@# axes_lib installed editable from this folder: `import axes_lib` works from notebooks, Jupyter, pytest.
+	@# Its dependencies are the pins above (--no-deps); setuptools, pinned there too, builds it in place
+	@# (--no-build-isolation --no-index: nothing is downloaded). The .pth of older set-ups is removed.
+	$(PY) -c "import sysconfig,pathlib;pathlib.Path(sysconfig.get_paths()['purelib'],'axes_lib_repo.pth').unlink(missing_ok=True)"
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation --no-index --no-compile -e .
 	@# A kernelspec named python3 inside the venv whose argv is this venv's interpreter.
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (LLM Personality Axes)"
 	@rm -f $(VENV)/.stamp-*
@@ -78,7 +82,11 @@ $(STAMP):
 # Tests: pytest (library tests, then smoke runs of every notebook into _build/smoke-src), nbval on the
 # smoke-executed analysis notebooks, then the book built from those smoke outputs with warnings as errors.
 SMOKE := _build/smoke-src
-test: test-lib test-notebooks book-smoke
+test: lint test-lib test-notebooks book-smoke
+
+# ruff (pinned in requirements.txt, rules in pyproject.toml [tool.ruff]) first, so a slip fails in seconds.
+lint: $(STAMP)
+	$(BIN)/ruff check axes_lib tests benchmarks scripts notebooks
 
 # pytest's output is kept in _build/pytest.log (.ci/run repeats its closing line last).
 test-lib: $(STAMP)
@@ -106,7 +114,7 @@ book-smoke: $(STAMP)
 # everything downstream.
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 EXECUTED  := $(patsubst notebooks/%.py,book/%.ipynb,$(NOTEBOOKS))
-LIBRARY   := $(wildcard axes_lib/*.py axes_lib/data/*)
+LIBRARY   := $(wildcard axes_lib/*.py axes_lib/*/*.py axes_lib/data/*)
 # "book/02_x.ipynb:book/01_y.ipynb" and so on: each step after the one before it.
 $(foreach rule,$(join $(wordlist 2,99,$(EXECUTED)),$(addprefix :,$(EXECUTED))),$(eval $(rule)))
 
@@ -165,7 +173,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -rf _build .stamps .pytest_cache .hypothesis
+	rm -rf _build .stamps .pytest_cache .hypothesis .ruff_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
 	rm -f book/.*.tmp.ipynb
 

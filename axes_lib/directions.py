@@ -15,6 +15,18 @@ import torch
 
 from axes_lib.io import PathLike, code_version, load_tensors, save_tensors
 
+__all__ = [
+    "Direction",
+    "check_acts",
+    "compute_direction",
+    "layer_labels",
+    "load_direction",
+    "load_direction_with_metadata",
+    "save_direction",
+    "unit",
+    "validate_direction",
+]
+
 Direction = dict[int, torch.Tensor]
 
 _FORMAT = "axes_lib.direction/1"
@@ -138,7 +150,10 @@ def load_direction_with_metadata(path: PathLike) -> tuple[Direction, dict[str, s
         metadata = {"format": "legacy-pt", "source": str(path)}
     else:
         raise ValueError(f"{path}: unknown direction file type {path.suffix!r}; expected .safetensors (or a seed legacy .pt)")
-    _check_direction(direction)
+    try:
+        _check_direction(direction)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
     return dict(sorted(direction.items())), metadata
 
 

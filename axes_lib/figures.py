@@ -16,6 +16,20 @@ from matplotlib.figure import Figure
 
 from axes_lib.io import atomic_write_bytes
 
+__all__ = [
+    "METHOD_COLOR",
+    "METHOD_LABEL",
+    "SCALE_COLOR",
+    "Plain",
+    "direction_discovery",
+    "direction_overview",
+    "judged_curves",
+    "layer_comparison",
+    "norm_by_layer",
+    "projection_histograms",
+    "save",
+]
+
 METHOD_LABEL = {"last_token": "last-token", "response_mean": "response-mean"}
 METHOD_COLOR = {"last_token": "#1f77b4", "response_mean": "#d62728"}
 
@@ -30,6 +44,7 @@ def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
 
 
 def norm_by_layer(acts: Mapping[str, torch.Tensor]) -> Figure:
+    """Mean residual-stream norm per layer for each method's `[n_prompts, n_layers, d_model]` activations (log scale)."""
     fig = Figure(figsize=(6, 3.2), layout="constrained")
     ax = fig.subplots()
     for method, a in acts.items():
@@ -106,29 +121,6 @@ def projection_histograms(panels: Sequence[Mapping[str, Any]]) -> Figure:
         ax.set(xlabel="projection on the unit direction", ylabel="holdout prompts",
                title=f"{METHOD_LABEL.get(panel['method'], panel['method'])}, layer {panel['layer']}")
         ax.legend(fontsize=7)
-    return fig
-
-
-def strength_curves(
-    rows: Sequence[Mapping[str, Any]], x: str, ys: Sequence[str], xlabel: str, title: str,
-    sweet_spot: float | None = None, baseline: Mapping[str, float] | None = None,
-) -> Figure:
-    """Mean (with 95% CI band) of each score in `ys` against intervention strength `x`."""
-    fig = Figure(figsize=(7, 4), layout="constrained")
-    ax = fig.subplots()
-    for key, color in zip(ys, ["#2ca02c", "#1f77b4", "#d62728", "#9467bd"]):
-        xs = [r[x] for r in rows]
-        mean = np.array([r[f"{key}_mean"] for r in rows])
-        low = np.array([r[f"{key}_low"] for r in rows])
-        high = np.array([r[f"{key}_high"] for r in rows])
-        ax.plot(xs, mean, marker="o", ms=3, color=color, label=key.replace("_", " "))
-        ax.fill_between(xs, low, high, color=color, alpha=0.2)
-        if baseline and key in baseline:
-            ax.axhline(baseline[key], color=color, ls=":", lw=1)
-    if sweet_spot is not None:
-        ax.axvline(sweet_spot, color="k", ls="--", lw=1, label="sweet spot")
-    ax.set(xlabel=xlabel, title=title)
-    ax.legend(fontsize=8)
     return fig
 
 

@@ -22,6 +22,21 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported where tensors are handled, so the judge can use this module without it
     import torch
 
+__all__ = [
+    "PathLike",
+    "append_jsonl",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "claim_artifacts",
+    "code_version",
+    "load_tensors",
+    "read_json",
+    "read_jsonl",
+    "save_tensors",
+    "write_json",
+    "write_manifest",
+]
+
 PathLike = str | os.PathLike
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -77,9 +92,39 @@ def write_jsonl(path: PathLike, records: Iterable[Mapping[str, Any]]) -> Path:
 
 
 def read_json(path: PathLike) -> Any:
-    """Read a JSON file written by `write_json` (or anyone else)."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """Read a JSON file written by `write_json` (or anyone else); a malformed file is a ValueError naming it."""
+    data = Path(path).read_bytes()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}); expected a JSON file written by write_json") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); the file is corrupt or "
+            "truncated: delete it and rerun the step that writes it"
+        ) from exc
+
+
+def _parse_line(raw: bytes) -> Any:
+    """Decode and parse one JSONL line; raises UnicodeDecodeError or json.JSONDecodeError when it is not a record."""
+    return json.loads(raw.decode("utf-8"))
+
+
+def _is_truncated(raw: bytes) -> bool:
+    """True when an unterminated last line is not a whole record: cut inside a character or inside the JSON text."""
+    try:
+        _parse_line(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return True
+    return False
+
+
+def _warn_truncated(path: PathLike, raw: bytes, what: str, stacklevel: int) -> None:
+    """Warn that the unterminated last line `raw` of `path` is dropped (stacklevel: the public caller's frame)."""
+    warnings.warn(
+        f"{path}: dropping a truncated last line ({len(raw)} bytes) left by an interrupted run{what}",
+        stacklevel=stacklevel + 1,
+    )
 
 
 def _repair_tail(path: Path) -> None:
@@ -104,10 +149,8 @@ def _repair_tail(path: Path) -> None:
                 break
         fh.seek(start)
         tail = fh.read()
-        try:
-            json.loads(tail.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            warnings.warn(f"{path}: dropping a truncated last line ({len(tail)} bytes) left by an interrupted run")
+        if _is_truncated(tail):
+            _warn_truncated(path, tail, "", stacklevel=3)
             fh.truncate(start)
         else:
             fh.seek(0, os.SEEK_END)
@@ -132,21 +175,29 @@ def append_jsonl(path: PathLike, records: Mapping[str, Any] | Iterable[Mapping[s
 
 
 def read_jsonl(path: PathLike) -> list[Any]:
-    """Read a JSONL file; a truncated last line (no newline, unparseable) from an interrupted run is dropped with a warning."""
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    lines = text.split("\n")
+    """Read a JSONL file; a truncated last line (no newline, unparseable) from an interrupted run is dropped with a warning.
+
+    The file is split into lines as bytes and each line decoded on its own, so a run cut inside a multi-byte
+    character loses only that last line; any other bad line is a ValueError naming the file and line.
+    """
+    pieces = Path(path).read_bytes().split(b"\n")
     out: list[Any] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for number, raw in enumerate(pieces, start=1):
+        if not raw.strip():
             continue
+        if number == len(pieces) and _is_truncated(raw):  # no trailing newline and not a whole record
+            _warn_truncated(path, raw, f" (line {number}); the next append_jsonl removes it", stacklevel=2)
+            break
         try:
-            out.append(json.loads(line))
+            out.append(_parse_line(raw))
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"{path}: line {number} is not UTF-8 (byte {exc.start} of the line); only a truncated last line is tolerated"
+            ) from exc
         except json.JSONDecodeError as exc:
-            if number == len(lines):  # the last piece has no trailing newline: an interrupted append
-                warnings.warn(f"{path}: dropping a truncated last line (line {number}) left by an interrupted run")
-                break
-            raise ValueError(f"{path}: line {number} is not valid JSON ({exc.msg}); only a truncated last line is tolerated") from exc
+            raise ValueError(
+                f"{path}: line {number} is not valid JSON ({exc.msg}); only a truncated last line is tolerated"
+            ) from exc
     return out
 
 
@@ -170,14 +221,20 @@ def save_tensors(path: PathLike, tensors: Mapping[str, torch.Tensor], metadata: 
 
 def load_tensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Load `(tensors, metadata)` from a safetensors file written by `save_tensors`."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no tensor file at {path}: run the step that writes it first, or check the path")
-    with safe_open(str(path), framework="pt", device="cpu") as fh:
-        metadata = dict(fh.metadata() or {})
-        tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            metadata = dict(fh.metadata() or {})
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+    except SafetensorError as exc:
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({exc}); it is corrupt or of another format: delete it and "
+            "rerun the step that writes it"
+        ) from exc
     return tensors, metadata
 
 
@@ -238,7 +295,23 @@ def claim_artifacts(manifest_path: PathLike, params: Mapping[str, Any], overwrit
     path = Path(manifest_path)
     if not path.is_file():
         return False
-    old = read_json(path).get("params", {})
+    expected = 'a run manifest, a JSON object with a "params" object (as write_manifest writes)'
+    remedy = "pass overwrite=True to replace those artifacts, or delete the file"
+    try:
+        manifest = read_json(path)
+    except ValueError as exc:
+        if overwrite:
+            return False
+        raise ValueError(f"{exc}; expected {expected}: {remedy}") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("params"), dict):
+        if overwrite:
+            return False
+        if isinstance(manifest, dict):
+            found = f'an object without a "params" object (keys {sorted(manifest)})'
+        else:
+            found = f"a JSON {type(manifest).__name__}"
+        raise ValueError(f"{path}: expected {expected}, found {found}; {remedy}")
+    old = manifest["params"]
     new = json.loads(json.dumps(dict(params), default=_json_default))
     if old == new:
         return True
@@ -252,6 +325,7 @@ def claim_artifacts(manifest_path: PathLike, params: Mapping[str, Any], overwrit
 
 
 def _torch_version() -> str | None:
+    """The installed torch version, read from package metadata so that torch need not be imported."""
     try:
         from importlib.metadata import version
 

