@@ -229,7 +229,7 @@ def slider_html(grid: Mapping[str, Any], element_id: str | None = None) -> str:
         return "".join(f'<option value="{i}"{" selected" if i == 0 else ""}>{e(t)}</option>' for i, t in enumerate(items))
 
     def text(value: str) -> str:
-        return f'class="ax-text ax-empty">(empty answer)' if value == "" else f'class="ax-text">{e(value)}'
+        return 'class="ax-text ax-empty">(empty answer)' if value == "" else f'class="ax-text">{e(value)}'
 
     personas = [p["label"] for p in grid["personas"]]
     queries = [q["text"] if len(q["text"]) <= 70 else q["text"][:67] + "…" for q in grid["queries"]]

@@ -50,8 +50,8 @@ class GenerationCase:
 
 def make_case(prompts: list[str], acts: torch.Tensor, assist: list[int], other: list[int], n_prompts: int, new_tokens: int) -> GenerationCase:
     """A band of 4 middle layers, the last-token direction there, and `n_prompts` prompts spread over the set."""
-    from axes_lib.directions import compute_direction
     from axes_lib.calibration import percentile_thresholds, projection_sd
+    from axes_lib.directions import compute_direction
 
     n_layers = acts.shape[1]
     layers = list(range(n_layers))

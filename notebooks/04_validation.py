@@ -45,15 +45,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from myst_nb import glue
 
+from axes_lib.calibration import calibration_answers, token_thresholds
+from axes_lib.directions import load_direction
 from axes_lib.figures import Plain, direction_discovery, layer_comparison, projection_histograms, save
 from axes_lib.io import load_tensors, read_jsonl, write_json, write_manifest
-from axes_lib.directions import load_direction
 from axes_lib.metrics import evaluate_layers, project, shuffled_null, split_by_persona, split_by_query
 from axes_lib.models import load_model
-from axes_lib.calibration import calibration_answers, token_thresholds
 
 started = time.perf_counter()
 root = Path(artifacts_dir)

@@ -45,10 +45,10 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from axes_lib.directions import load_direction
-from axes_lib.figures import Plain
 from axes_lib.artifacts import Artifacts, manifest_of
 from axes_lib.calibration import calibration_answers, token_thresholds
+from axes_lib.directions import load_direction
+from axes_lib.figures import Plain
 from axes_lib.interventions import Cap
 from axes_lib.io import read_json, read_jsonl, write_json, write_manifest
 from axes_lib.models import load_model, model_name

@@ -50,13 +50,21 @@ from IPython.display import HTML, display
 from myst_nb import glue
 
 from axes_lib.activations import token_projections
+from axes_lib.calibration import calibration_answers, projection_sd, quantile_thresholds
 from axes_lib.demo import build_grid, live_demo, slider_html, slider_page
 from axes_lib.directions import load_direction
-from axes_lib.io import atomic_write_text, claim_artifacts, load_tensors, read_json, read_jsonl, write_json, write_manifest
+from axes_lib.interventions import Add, Cap
+from axes_lib.io import (
+    atomic_write_text,
+    claim_artifacts,
+    load_tensors,
+    read_json,
+    read_jsonl,
+    write_json,
+    write_manifest,
+)
 from axes_lib.models import load_model, model_name
 from axes_lib.prompts import load_personas, load_queries
-from axes_lib.calibration import calibration_answers, projection_sd, quantile_thresholds
-from axes_lib.interventions import Add, Cap
 
 model_name(model_key)
 if any(s < 0 for s in add_scales_sd):

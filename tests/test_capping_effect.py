@@ -9,23 +9,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from axes_lib.capped import ARTIFACTS, CappedModel, direction_path, evaluation_path
+from axes_lib.artifacts import Artifacts
+from axes_lib.capped import CappedModel
 from axes_lib.io import read_json
 from axes_lib.prompts import contrastive_prompts, load_personas, load_queries
 from axes_lib.sweeps import response_projection
 
 KEY = "smollm2"
+PATHS = Artifacts(model_key=KEY)
 
 
 @pytest.fixture(scope="module")
 def capped():
-    if not (direction_path(KEY).is_file() and evaluation_path(KEY).is_file()):
+    if not (PATHS.direction().is_file() and PATHS.evaluation().is_file()):
         pytest.skip("no committed direction / evaluation for smollm2 (run notebooks 01-04)")
     return CappedModel.from_model_key(KEY)
 
 
 def test_capping_lifts_persona_answers_and_spares_assistant_answers(capped):
-    split = read_json(ARTIFACTS / "evaluations" / f"{KEY}_split.json")
+    split = read_json(PATHS.split)
     queries = [q for q in load_queries() if q.id in set(split["holdout_queries"])][:2]
     records = contrastive_prompts(queries, load_personas(), model_type=KEY, tokenizer=capped.tokenizer)
     prompts = [r["prompt"] for r in records]

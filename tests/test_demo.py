@@ -1,5 +1,5 @@
 """The steering demo: the static HTML slider (markup, escaping, no external resources, behaviour in a
-headless browser), the answer grid on a tiny model, and the live ipywidgets panel."""
+headless browser), the answer grid on a tiny_llama model, and the live ipywidgets panel."""
 
 from __future__ import annotations
 
@@ -177,13 +177,8 @@ def test_slider_runs_in_headless_chromium(tmp_path):
         assert "<b>" not in dom.split('id="one-answer"')[1].split("</p>")[0]  # shown as text, not markup
 
 
-# --- the grid on a tiny random-weight model ---------------------------------------------------------
+# --- the grid on a tiny_llama random-weight model ---------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    from axes_lib.models import load_model
-
-    return load_model(str(tiny_model_dir("llama")))
 
 
 PERSONAS = [{"name": "a", "label": "A", "system": "a b c"}, {"name": "b", "label": "B", "system": "x y"}]
@@ -194,8 +189,8 @@ def prompt_fn(persona, query):
     return f"{persona['system']} {query['text']}"
 
 
-def test_build_grid_shape_and_zero_strength(tiny):
-    model, tokenizer = tiny
+def test_build_grid_shape_and_zero_strength(tiny_llama):
+    model, tokenizer = tiny_llama
     torch.manual_seed(1)
     direction = {i: torch.randn(model.config.hidden_size) for i in range(3)}
     modes = {
@@ -232,8 +227,8 @@ def test_build_grid_shape_and_zero_strength(tiny):
     assert 'value="ablate"' in slider_html(grid)  # a radio per mode
 
 
-def test_build_grid_rejects_bad_input(tiny):
-    model, tokenizer = tiny
+def test_build_grid_rejects_bad_input(tiny_llama):
+    model, tokenizer = tiny_llama
     direction = {1: torch.ones(model.config.hidden_size), 2: torch.ones(model.config.hidden_size)}
     kw = dict(prompt_fn=prompt_fn, max_new_tokens=2)
     with pytest.raises(ValueError, match="at least one"):
@@ -247,9 +242,9 @@ def test_build_grid_rejects_bad_input(tiny):
         build_grid(model, tokenizer, [], QUERIES, {"add": [("0", None)]}, **kw)
 
 
-def test_live_demo_generates_on_change(tiny):
+def test_live_demo_generates_on_change(tiny_llama):
     pytest.importorskip("ipywidgets")
-    model, tokenizer = tiny
+    model, tokenizer = tiny_llama
     torch.manual_seed(2)
     direction = {i: torch.randn(model.config.hidden_size) for i in range(3)}
     asked = []

@@ -10,14 +10,6 @@ from axes_lib.directions import save_direction
 from axes_lib.generation import generate
 from axes_lib.interventions import Ablate, Add, Cap
 
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    from axes_lib.models import load_model
-
-    return load_model(str(tiny_model_dir("llama")))
-
-
 PROMPTS = ["a b c d e f", "g h", "i j k", "l m n o p q r s t", "u"]
 
 
@@ -25,8 +17,8 @@ def _one_at_a_time(model, tokenizer, prompts, **kw):
     return [generate(model, tokenizer, [p], **kw)[0] for p in prompts]
 
 
-def test_batched_equals_unbatched_and_keeps_order(tiny):
-    model, tokenizer = tiny
+def test_batched_equals_unbatched_and_keeps_order(tiny_llama):
+    model, tokenizer = tiny_llama
     batched = generate(model, tokenizer, PROMPTS, max_new_tokens=6, batch_size=3)
     assert batched == _one_at_a_time(model, tokenizer, PROMPTS, max_new_tokens=6)
     assert generate(model, tokenizer, PROMPTS[::-1], max_new_tokens=6, batch_size=2) == batched[::-1]
@@ -40,12 +32,12 @@ GROUPED = [f"{system} {q}" for system in SHARED for q in ("u v", "w", "x y z a",
 
 @pytest.mark.parametrize("cascade", [True, False])
 @pytest.mark.parametrize("intervene", [False, True])
-def test_shared_prefix_equals_unshared(tiny, intervene, cascade):
+def test_shared_prefix_equals_unshared(tiny_llama, intervene, cascade):
     """Reusing a prefix's KV cache ([prefix | padding | rest] with the padding masked), as one copy per row
     or through cascade attention, changes no output."""
     from axes_lib.interventions import Cap
 
-    model, tokenizer = tiny
+    model, tokenizer = tiny_llama
     torch.manual_seed(1)
     cap = Cap({1: torch.randn(model.config.hidden_size)}, threshold=0.5) if intervene else None
 
@@ -100,14 +92,14 @@ def test_cascade_attention_equals_sdpa_over_the_full_cache(q, skipped_mask, devi
 
 
 @pytest.mark.parametrize("prompts, message", [([], "no prompts"), (["ok", ""], "prompt 1 is empty")])
-def test_generate_rejects(tiny, prompts, message):
-    model, tokenizer = tiny
+def test_generate_rejects(tiny_llama, prompts, message):
+    model, tokenizer = tiny_llama
     with pytest.raises(ValueError, match=message):
         generate(model, tokenizer, prompts)
 
 
-def test_capped_model_cap_and_add(tiny):
-    model, tokenizer = tiny
+def test_capped_model_cap_and_add(tiny_llama):
+    model, tokenizer = tiny_llama
     torch.manual_seed(0)
     direction = {1: torch.randn(model.config.hidden_size), 2: torch.randn(model.config.hidden_size)}
     plain = generate(model, tokenizer, PROMPTS, max_new_tokens=5)
@@ -133,7 +125,7 @@ def test_from_model_key_validates_before_loading(tmp_path, monkeypatch):
 
     monkeypatch.setattr(capped, "load_model", fail)
     with pytest.raises(ValueError, match="unknown model key"):
-        CappedModel.from_model_key("no such model")
+        CappedModel.from_model_key("no-such-model")
     with pytest.raises(FileNotFoundError, match="no direction file"):
         CappedModel.from_model_key("smollm2", direction=tmp_path / "missing.safetensors")
     path = save_direction(tmp_path / "d.safetensors", {3: torch.ones(8), 4: torch.ones(8)}, n_layers=30)
@@ -157,20 +149,20 @@ def test_from_model_key_validates_before_loading(tmp_path, monkeypatch):
         CappedModel.from_model_key("smollm2", direction=short, layers=[3], threshold=1.0)
 
 
-def test_capped_model_rejects_misfit_direction(tiny):
-    model, tokenizer = tiny
+def test_capped_model_rejects_misfit_direction(tiny_llama):
+    model, tokenizer = tiny_llama
     with pytest.raises(ValueError, match="hidden_size"):
         CappedModel(model, tokenizer, Cap({1: torch.randn(5)}, threshold=1.0))
     with pytest.raises(ValueError, match="out of range"):
         CappedModel(model, tokenizer, Cap({7: torch.randn(model.config.hidden_size)}, threshold=1.0))
 
 
-def test_own_prefixes_keep_one_batch(tiny):
+def test_own_prefixes_keep_one_batch(tiny_llama):
     """Generation gives a prompt that shares nothing a prefix of its own, so its batch is not split in two
     (a decoding step costs about as much for one row as for many)."""
     from axes_lib.activations import TokenSeq, assign_prefixes, batches
 
-    _, tokenizer = tiny
+    _, tokenizer = tiny_llama
     encoded = tokenizer(GROUPED, add_special_tokens=False)["input_ids"]
 
     def plan(own):
@@ -188,10 +180,10 @@ def test_own_prefixes_keep_one_batch(tiny):
 
 
 @pytest.mark.parametrize("cascade", [True, False])
-def test_per_prompt_interventions_equal_one_at_a_time(tiny, cascade):
+def test_per_prompt_interventions_equal_one_at_a_time(tiny_llama, cascade):
     """One generate call with each prompt steered by its own intervention gives every intervention's answers
     and stats as a run of that intervention alone (prompts of different ones never share a prefix)."""
-    model, tokenizer = tiny
+    model, tokenizer = tiny_llama
     torch.manual_seed(2)
     direction = {0: torch.randn(model.config.hidden_size), 1: torch.randn(model.config.hidden_size)}
     settings = [None, Add(direction, [1], scale=0.5), Cap(direction, [0, 1], threshold=0.5),
@@ -213,8 +205,8 @@ def test_per_prompt_interventions_equal_one_at_a_time(tiny, cascade):
         assert got.correction_sum == pytest.approx(want.correction_sum, rel=1e-5)
 
 
-def test_generate_checks_interventions_and_counts(tiny):
-    model, tokenizer = tiny
+def test_generate_checks_interventions_and_counts(tiny_llama):
+    model, tokenizer = tiny_llama
     item = Add({1: torch.randn(model.config.hidden_size)}, scale=1.0)
     with pytest.raises(ValueError, match="one \\(or None\\) per prompt"):
         generate(model, tokenizer, ["a b", "c d"], interventions=[item])

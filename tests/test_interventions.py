@@ -122,14 +122,9 @@ def test_check_layer_list():
             check_layer_list(bad)
 
 
-# --- hooks on a real (tiny, random) model --------------------------------------------------------
+# --- hooks on a real (tiny_llama, random) model --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    from axes_lib.models import load_model
-
-    return load_model(str(tiny_model_dir("llama")))
 
 
 def _hook_counts(model):
@@ -151,8 +146,8 @@ def _states(model, ids):
     return [None, *seen]
 
 
-def test_hooks_removed_after_exit_and_exception(tiny):
-    model, _ = tiny
+def test_hooks_removed_after_exit_and_exception(tiny_llama):
+    model, _ = tiny_llama
     before = _hook_counts(model)
     u = torch.randn(model.config.hidden_size)
     with steer(model, Add({1: u}, scale=1.0)):
@@ -163,8 +158,8 @@ def test_hooks_removed_after_exit_and_exception(tiny):
     assert _hook_counts(model) == before
 
 
-def test_add_shifts_layer_output_and_nesting_composes(tiny):
-    model, _ = tiny
+def test_add_shifts_layer_output_and_nesting_composes(tiny_llama):
+    model, _ = tiny_llama
     torch.manual_seed(1)
     u = torch.randn(model.config.hidden_size)
     unit = u / u.norm()
@@ -180,8 +175,8 @@ def test_add_shifts_layer_output_and_nesting_composes(tiny):
     torch.testing.assert_close(nested[1], steered[1])
 
 
-def test_cap_stats_and_threshold_semantics(tiny):
-    model, _ = tiny
+def test_cap_stats_and_threshold_semantics(tiny_llama):
+    model, _ = tiny_llama
     u = torch.randn(model.config.hidden_size)
     unit = u / u.norm()
     ids = torch.tensor([[1, 5, 6, 7, 8, 9, 10]])
@@ -199,8 +194,8 @@ def test_cap_stats_and_threshold_semantics(tiny):
     torch.testing.assert_close(capped[1], clean[1])  # layer 0 untouched
 
 
-def test_ablate_on_the_model_sets_the_projection(tiny):
-    model, _ = tiny
+def test_ablate_on_the_model_sets_the_projection(tiny_llama):
+    model, _ = tiny_llama
     u = torch.randn(model.config.hidden_size)
     unit = u / u.norm()
     ids = torch.tensor([[1, 5, 6, 7]])
@@ -212,8 +207,8 @@ def test_ablate_on_the_model_sets_the_projection(tiny):
     assert steering.total.fraction_fired()[0] == 1.0
 
 
-def test_padding_excluded_from_stats(tiny):
-    model, _ = tiny
+def test_padding_excluded_from_stats(tiny_llama):
+    model, _ = tiny_llama
     u = torch.randn(model.config.hidden_size)
     ids = torch.tensor([[0, 0, 5, 6], [5, 6, 7, 8]])
     mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
@@ -228,16 +223,16 @@ def test_padding_excluded_from_stats(tiny):
         assert steering.total.positions == {0: 10, 1: 10} and steering.total.fired == {0: 10, 1: 10}
 
 
-def test_installer_checks_the_model(tiny):
-    model, _ = tiny
+def test_installer_checks_the_model(tiny_llama):
+    model, _ = tiny_llama
     with pytest.raises(ValueError, match="hidden_size"), steer(model, Add({0: torch.randn(7)}, scale=1.0)):
         pass
     with pytest.raises(ValueError, match="out of range"), steer(model, Add({9: torch.randn(model.config.hidden_size)}, scale=1.0)):
         pass
 
 
-def test_per_prompt_interventions_need_rows(tiny):
-    model, _ = tiny
+def test_per_prompt_interventions_need_rows(tiny_llama):
+    model, _ = tiny_llama
     item = Add({1: torch.randn(model.config.hidden_size)}, scale=1.0)
     with pytest.raises(RuntimeError, match="rows"), steer(model, [item, None]), torch.no_grad():
         model.model(torch.tensor([[5, 6], [7, 8]]))
@@ -247,8 +242,8 @@ def test_per_prompt_interventions_need_rows(tiny):
     assert steering.stats[item].positions == {1: 2} and steering.stats[item].fired == {1: 2}
 
 
-def test_stats_add_up_over_many_forwards(tiny):
-    model, _ = tiny
+def test_stats_add_up_over_many_forwards(tiny_llama):
+    model, _ = tiny_llama
     u = torch.randn(model.config.hidden_size)
     ids = torch.tensor([[5, 6, 7]])
     with steer(model, Cap({0: u}, threshold=1e6)) as steering, torch.no_grad():

@@ -12,14 +12,6 @@ from axes_lib.generation import generate
 from axes_lib.interventions import Add, Cap, Intervention
 from axes_lib.sweeps import Setting, sweep
 
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    from axes_lib.models import load_model
-
-    return load_model(str(tiny_model_dir("llama")))
-
-
 SYSTEMS = ["a b c d e f g h i j k l m n", "z y x w v u t s r"]
 RECORDS = [{"id": f"{s}/{q}", "prompt": f"{system} {text}"} for s, system in enumerate(SYSTEMS)
            for q, text in enumerate(["u v", "w", "x y z a"])]
@@ -48,8 +40,8 @@ def counting(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", [Add, Cap])
-def test_sweep_equals_each_setting_alone_and_resumes(tiny, tmp_path, kind, counting):
-    model, tokenizer = tiny
+def test_sweep_equals_each_setting_alone_and_resumes(tiny_llama, tmp_path, kind, counting):
+    model, tokenizer = tiny_llama
     torch.manual_seed(3)
     direction = {i: torch.randn(model.config.hidden_size) for i in range(2)}
     settings = _settings(kind, direction)
@@ -82,8 +74,8 @@ def test_sweep_equals_each_setting_alone_and_resumes(tiny, tmp_path, kind, count
     assert [json.loads(line) for line in out.read_text().splitlines()] == rows  # the file is in sweep order
 
 
-def test_changed_inputs_regenerate_exactly_their_rows(tiny, tmp_path, counting):
-    model, tokenizer = tiny
+def test_changed_inputs_regenerate_exactly_their_rows(tiny_llama, tmp_path, counting):
+    model, tokenizer = tiny_llama
     torch.manual_seed(4)
     direction = {i: torch.randn(model.config.hidden_size) for i in range(2)}
     out = tmp_path / "sweep.jsonl"
@@ -121,8 +113,8 @@ def test_changed_inputs_regenerate_exactly_their_rows(tiny, tmp_path, counting):
     assert counting == [3 * n]
 
 
-def test_sweep_checks_settings_before_generating(tiny, tmp_path, counting):
-    model, tokenizer = tiny
+def test_sweep_checks_settings_before_generating(tiny_llama, tmp_path, counting):
+    model, tokenizer = tiny_llama
     direction = {1: torch.randn(model.config.hidden_size)}
     path = tmp_path / "s.jsonl"
     with pytest.raises(ValueError, match="setting labels must be unique"):
