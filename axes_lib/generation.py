@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
-from axes_lib.activations import PrefixTable, TokenSeq, assign_prefixes, batches
+from axes_lib.batching.plan import TokenSeq, assign_prefixes, batches, pad
+from axes_lib.batching.prefix import PrefixTable
 from axes_lib.interventions import Intervention, Steering, SteeringStats, steer
 
 __all__ = ["GENERATION_VERSION", "check_prompts", "generate"]
@@ -92,7 +93,7 @@ def _generate(model: Any, tokenizer: Any, items: list[str], max_new_tokens: int,
               groups: Sequence[Hashable] | None, steering: Steering | None, generate_kwargs: dict[str, Any]) -> list[str]:
     """`generate` once its arguments are checked and its hooks installed; `steering` (per-prompt interventions)
     is told which prompt each row of every forward is."""
-    from axes_lib.kvcache import cascade_attention, cascade_cache, growing_cache
+    from axes_lib.batching.kvcache import cascade_attention, cascade_cache, growing_cache
 
     device = next(model.parameters()).device
     cascade = device.type == "cpu" if cascade is None else cascade
@@ -122,12 +123,8 @@ def _generate(model: Any, tokenizer: Any, items: list[str], max_new_tokens: int,
     bar = tqdm(total=len(items), desc="generate", disable=not progress, leave=False)
     for batch in batches(seqs, batch_size, max_tokens=sys.maxsize):
         batch = sorted(batch, key=lambda seq: seq.row)  # rows of one prefix side by side (cascade attention slices them)
-        width = max(len(seq.rest) for seq in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, seq in enumerate(batch):  # left padding: generation continues every row at the end
-            ids[row, width - len(seq.rest) :] = torch.tensor(seq.rest)
-            mask[row, width - len(seq.rest) :] = 1
+        ids, mask = pad([seq.rest for seq in batch], pad_id, "left")  # generation continues every row at the end
+        width = ids.shape[1]
         ids, mask = ids.to(device), mask.to(device)
         if batch[0].prefix:  # [prefix (left-padded) | padding | rest]; generate counts positions from the mask
             assert table is not None

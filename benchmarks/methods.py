@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from axes_lib.batching import pad
 from axes_lib.models import base_model
 
 
@@ -35,17 +36,12 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: i
 
 
 def padded_batches(token_ids: list[list[int]], batch_size: int, max_tokens: int, pad_id: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Right-padded (input_ids, attention_mask) CPU tensors for the length-sorted batches (built before timing)."""
-    out = []
-    for batch in length_sorted_batches([len(t) for t in token_ids], batch_size, max_tokens):
-        width = max(len(token_ids[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
-            mask[row, : len(token_ids[i])] = 1
-        out.append((ids, mask))
-    return out
+    """Right-padded (input_ids, attention_mask) CPU tensors for the length-sorted batches (built before timing).
+
+    The floor keeps its own batching rule (length-sorted, no shared prefixes): it times a bare forward of
+    every prompt in full, the reference the library's prefix sharing is compared against."""
+    return [pad([token_ids[i] for i in batch], pad_id, "right")
+            for batch in length_sorted_batches([len(t) for t in token_ids], batch_size, max_tokens)]
 
 
 @torch.inference_mode()

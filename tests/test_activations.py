@@ -159,7 +159,7 @@ def test_hooks_removed(smollm2):
         ({"method": "response_mean"}, "needs responses"),
         ({"method": "response_mean", "responses": ["a"]}, "1 responses for 2 prompts"),
         ({"layers": [30]}, "layer 30 out of range: model has 30 layers"),
-        ({"layers": [-1]}, "out of range"),
+        ({"layers": [-1]}, "non-negative whole layer indices"),
     ],
 )
 def test_bad_input(smollm2, kwargs, message):

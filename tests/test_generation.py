@@ -60,7 +60,7 @@ def test_cascade_attention_equals_sdpa_over_the_full_cache(q, skipped_mask, devi
 
     from transformers.integrations.sdpa_attention import repeat_kv
 
-    from axes_lib import kvcache
+    from axes_lib.batching import kvcache
 
     torch.manual_seed(0)
     b, h, kv, d, p, s = 5, 6, 2, 8, 7, 4
@@ -160,7 +160,7 @@ def test_capped_model_rejects_misfit_direction(tiny_llama):
 def test_own_prefixes_keep_one_batch(tiny_llama):
     """Generation gives a prompt that shares nothing a prefix of its own, so its batch is not split in two
     (a decoding step costs about as much for one row as for many)."""
-    from axes_lib.activations import TokenSeq, assign_prefixes, batches
+    from axes_lib.batching import TokenSeq, assign_prefixes, batches
 
     _, tokenizer = tiny_llama
     encoded = tokenizer(GROUPED, add_special_tokens=False)["input_ids"]
