@@ -1,8 +1,8 @@
 """axes_lib: hooks, metrics and helpers for finding and steering along an LLM's assistant axis.
 
 One module per concern: models, prompts, activations, directions, metrics, steering, generation,
-capped (the seed's `CappedModel`), judge, offline_judge, evaluation, figures, io. `import axes_lib`
-itself stays light.
+capped (the seed's `CappedModel`), judge (a package: the Claude and offline judges, judged sweeps),
+figures, io. `import axes_lib` itself stays light.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def __getattr__(name: str) -> Any:
 
         return CappedModel
     if name in ("OfflineJudge", "default_judge"):
-        from axes_lib import offline_judge
+        from axes_lib.judge import offline
 
-        return getattr(offline_judge, name)
+        return getattr(offline, name)
     raise AttributeError(f"module 'axes_lib' has no attribute {name!r}")

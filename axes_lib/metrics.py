@@ -1,4 +1,4 @@
-"""Validation metrics for a direction: projections, Cohen's d, thresholds, bootstrap CIs, splits, layer sweeps.
+"""Validation metrics: projections, Cohen's d, thresholds, AUROC, the bootstrap (CIs), splits, layer sweeps.
 
 Numbers come back as float64 numpy arrays (or plain lists/floats in the `evaluate_layers` and
 `shuffled_null` reports, so `axes_lib.io.write_json` can store them directly). Everything that is
@@ -166,6 +166,31 @@ def projection_stats(proj_assistant: ArrayLike, proj_other: ArrayLike) -> list[d
     return [{"assistant": _summary(a[:, c]), "other": _summary(o[:, c])} for c in range(a.shape[1])]
 
 
+def _resample(stat: Callable[..., Any], sizes: Sequence[int], n_boot: int, chunk: int, rng: np.random.Generator) -> np.ndarray:
+    """`[n_boot, k]` statistics of bootstrap resamples: per chunk of resamples, one `[chunk, n]` index draw per sample.
+
+    The one resampling loop of the project (`bootstrap_ci`, `mean_ci`, `auroc_interval`): `stat` gets one
+    index array `[size, n]` per sample, in the order of `sizes`, and returns `size` statistics (or `[size, k]`).
+    """
+    stats = []
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        idx = [rng.integers(0, n, size=(size, n)) for n in sizes]
+        stats.append(np.asarray(stat(*idx), dtype=np.float64).reshape(size, -1))
+    return np.concatenate(stats, axis=0)
+
+
+def _interval(boot: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval `(low, high)` per column of resampled statistics, ignoring NaN resamples."""
+    low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
+    return low, high
+
+
+def _check_boot(n_boot: int, alpha: float) -> None:
+    if n_boot < 1 or not 0 < alpha < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
+
+
 def bootstrap_ci(
     stat_fn: Callable[[np.ndarray, np.ndarray], Any],
     a: ArrayLike,
@@ -181,28 +206,71 @@ def bootstrap_ci(
     resamples `[B, n, L]` and must return `[B, L]` (as `cohens_d` does), so 1000 resamples cost a few
     array operations; otherwise it is called once per resample. Returns `{"estimate", "low", "high"}`.
     """
-    if n_boot < 1 or not 0 < alpha < 1:
-        raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
+    _check_boot(n_boot, alpha)
     x, y = _as_2d(a, "a"), _as_2d(b, "b")
-    rng = np.random.default_rng(seed)
     n_a, n_b, n_cols = x.shape[0], y.shape[0], x.shape[1]
     chunk = max(1, int(4_000_000 // max(1, (n_a + n_b) * n_cols)))  # bound memory to ~32 MB per group
-    stats = []
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        idx_a = rng.integers(0, n_a, size=(size, n_a))
-        idx_b = rng.integers(0, n_b, size=(size, n_b))
+
+    def stat(idx_a: np.ndarray, idx_b: np.ndarray) -> np.ndarray:
         if vectorized:
-            stats.append(np.asarray(stat_fn(x[idx_a], y[idx_b]), dtype=np.float64).reshape(size, -1))
-        else:
-            stats.extend(np.asarray(stat_fn(x[ia], y[ib]), dtype=np.float64).reshape(1, -1) for ia, ib in zip(idx_a, idx_b))
-    boot = np.concatenate(stats, axis=0)
-    low, high = np.nanpercentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+            return stat_fn(x[idx_a], y[idx_b])
+        return np.stack([np.asarray(stat_fn(x[ia], y[ib]), dtype=np.float64).reshape(-1) for ia, ib in zip(idx_a, idx_b)])
+
+    low, high = _interval(_resample(stat, (n_a, n_b), n_boot, chunk, np.random.default_rng(seed)), alpha)
     estimate = np.asarray(stat_fn(x, y), dtype=np.float64).reshape(-1)
     out = {"estimate": estimate, "low": low, "high": high}
     if np.ndim(_np(a)) == 1:
         return {k: float(v[0]) for k, v in out.items()}
     return out
+
+
+def mean_ci(values: Sequence[float | None], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and a percentile bootstrap CI of the mean, ignoring None and NaN (missing judge scores); NaNs when none is left."""
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    _check_boot(n_boot, alpha)
+    boot = _resample(lambda idx: x[idx].mean(axis=1), (x.size,), n_boot, n_boot, np.random.default_rng(seed))
+    low, high = _interval(boot, alpha)
+    return float(x.mean()), float(low[0]), float(high[0])
+
+
+def auroc(positive: ArrayLike, negative: ArrayLike) -> float:
+    """Area under the ROC curve (scikit-learn): P(a random positive scores above a random negative), ties half.
+
+    NaN when either side is empty, where the area is undefined.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    pos, neg = _np(positive).reshape(-1), _np(negative).reshape(-1)
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    return float(roc_auc_score(np.r_[np.ones(pos.size), np.zeros(neg.size)], np.r_[pos, neg]))
+
+
+def auroc_interval(
+    positive: Sequence[bool], scores: ArrayLike, groups: Sequence[Any], n_boot: int = 1000, alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the AUROC of `scores` for `positive`, resampling whole groups (queries):
+    the answers to one query share its topic, so they are not independent draws. Resamples with one class only are skipped."""
+    _check_boot(n_boot, alpha)
+    pos, x = np.asarray(positive, dtype=bool), _np(scores)
+    group = np.asarray(groups)
+    if not len(pos) == len(x) == len(group):
+        raise ValueError(f"got {len(pos)} labels, {len(x)} scores and {len(group)} groups: need one of each per item")
+    members = [np.flatnonzero(group == g) for g in sorted(set(group.tolist()))]
+
+    def stat(idx: np.ndarray) -> list[float]:
+        out = []
+        for draw in idx:
+            rows = np.concatenate([members[i] for i in draw])
+            out.append(auroc(x[rows][pos[rows]], x[rows][~pos[rows]]))
+        return out
+
+    low, high = _interval(_resample(stat, (len(members),), n_boot, 1, np.random.default_rng(seed)), alpha)
+    return float(low[0]), float(high[0])
 
 
 # --------------------------------------------------------------------------------------------- splits

@@ -47,12 +47,11 @@ from pathlib import Path
 import pandas as pd
 from myst_nb import glue
 
-from axes_lib.evaluation import agreement, judge_rows, means, scores_of, summarise, sweet_spot, unique_texts
 from axes_lib.figures import Plain, judged_curves, save
 from axes_lib.io import read_jsonl, write_json, write_manifest
-from axes_lib.judge import available_claude_key
+from axes_lib.judge import (OfflineJudge, agreement, available_claude_key, default_judge, judge_rows, means, scores_of,
+                            summarise, sweet_spot, unique_texts)
 from axes_lib.models import model_name
-from axes_lib.offline_judge import OfflineJudge, default_judge
 
 model_name(model_key)
 if judge_kind not in ("auto", "offline", "claude"):

@@ -1,4 +1,4 @@
-"""Judged sweeps (axes_lib.evaluation): resumable judging, summaries, the sweet spot, judge agreement."""
+"""Judged sweeps (axes_lib.judge.evaluation): resumable judging, summaries, the sweet spot, judge agreement."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from axes_lib.evaluation import agreement, judge_rows, means, scores_of, summarise, sweet_spot, text_key, unique_texts
-from axes_lib.judge import Item, Score
+from axes_lib.judge import Item, Score, agreement, judge_rows, means, scores_of, summarise, sweet_spot, text_key, unique_texts
 
 
 class CountingJudge:
@@ -59,6 +58,45 @@ def test_judge_rows_judges_each_text_once_and_resumes(tmp_path):
     assert unique_texts(_rows()) == [0, 1, 3]
     with pytest.raises(ValueError, match="needs str 'query' and 'response'"):
         judge_rows(again, [{"query": "q"}], store)
+
+
+def test_judge_rows_checks_its_store_before_judging(tmp_path):
+    """An unwritable store is an error naming it before any (possibly paid) judgement; it used to fail after."""
+    blocker = tmp_path / "evaluations"
+    blocker.write_text("a file where the folder should be\n")
+    judge = CountingJudge()
+    with pytest.raises(OSError, match="evaluations"):
+        judge_rows(judge, _rows(), blocker / "judge.jsonl", chunk_size=1, progress=False)
+    assert judge.seen == []
+
+
+def test_judge_rows_returns_scores_a_failed_write_lost(tmp_path, monkeypatch):
+    """A write that fails mid-run warns and the scores still come back; the next write catches up."""
+    import axes_lib.judge.cache as cache_mod
+
+    real = cache_mod.append_jsonl
+    calls = []
+
+    def flaky(path, records):
+        calls.append(len(records))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(path, records)
+
+    monkeypatch.setattr(cache_mod, "append_jsonl", flaky)
+    store = tmp_path / "judge.jsonl"
+    judge = CountingJudge()
+    with pytest.warns(RuntimeWarning, match=r"1 score\(s\) are not persisted"):
+        out = judge_rows(judge, _rows(), store, chunk_size=1, progress=False)
+    assert [r["assistant_likeness"] for r in out] == [0.5, 2.0, 0.5, 4.0] and all(r["judge_error"] is None for r in out)
+    assert calls == [1, 1, 2]
+    stored = {json.loads(x)["key"] for x in store.read_text().splitlines()}
+    assert stored == {text_key("Why?", r) for r in ("a", "abcd", "abcdefgh")}
+
+    monkeypatch.setattr(cache_mod, "append_jsonl", lambda path, records: (_ for _ in ()).throw(OSError("read-only")))
+    with pytest.warns(RuntimeWarning, match=r"1 score\(s\) are not persisted"):
+        more = judge_rows(judge, [{"query": "Why?", "response": "xyz"}], store, progress=False)
+    assert more[0]["assistant_likeness"] == 1.5  # returned although it could not be stored
 
 
 def test_summarise_and_sweet_spot():

@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import math
+import re
 import socket
 import time
 from pathlib import Path
@@ -19,15 +20,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import axes_lib.judge as judge_mod
+import axes_lib.judge.secrets as secrets_mod
 from axes_lib.judge import (
     DEFAULT_MODEL,
+    ClaudeConfig,
     ClaudeJudge,
     Item,
     Judge,
     MissingAPIKeyError,
     Score,
     available_claude_key,
+    UnwritableCacheError,
     load_rubric,
     parse_tool_input,
 )
@@ -44,6 +47,15 @@ def http():
     return anthropic.DefaultHttpxClient()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def close_http():
+    """Close the shared client's pooled connections when the module is done (no sockets left to the interpreter's exit)."""
+    yield
+    if http.cache_info().currsize:
+        http().close()
+        http.cache_clear()
+
+
 @pytest.fixture
 def server():
     with FakeAnthropic() as srv:
@@ -55,24 +67,22 @@ def no_ambient_key(monkeypatch, tmp_path):
     """No key from the developer's environment or .env files leaks into a test."""
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
-    monkeypatch.setattr(judge_mod, "_PACKAGE_ROOT", tmp_path / "no-repo")
+    monkeypatch.setattr(secrets_mod, "_PACKAGE_ROOT", tmp_path / "no-repo")
     monkeypatch.chdir(tmp_path)
 
 
 def make_judge(server: FakeAnthropic, tmp_path: Path, **kw) -> ClaudeJudge:
     opts = dict(
-        api_key=KEY,
-        http_client=http(),
         base_url=server.url,
         cache_path=tmp_path / "judgements" / "cache.jsonl",
-        max_retries=3,
+        retries=3,
         backoff_base=0.001,
         backoff_max=0.01,
         poll_interval=0.01,
         progress=False,
     )
     opts.update(kw)
-    return ClaudeJudge(**opts)
+    return ClaudeJudge(ClaudeConfig(**opts), api_key=KEY, http_client=http())
 
 
 def cache_lines(tmp_path: Path) -> list[dict]:
@@ -142,11 +152,11 @@ def test_retry_after_is_honoured(server, tmp_path):
 
 def test_persistent_500_gives_error_after_bounded_retries(server, tmp_path):
     server.responder = lambda body: error(500, "api_error", "internal boom")
-    judge = make_judge(server, tmp_path, max_retries=2)
+    judge = make_judge(server, tmp_path, retries=2)
     score = judge.score_one("q", "a")
     assert score.assistant_likeness is None and score.coherence is None and not score.ok
     assert "500" in score.error and "3 attempt" in score.error and "internal boom" in score.error
-    assert len(server.message_requests()) == 3  # 1 + max_retries
+    assert len(server.message_requests()) == 3  # 1 + retries
     assert cache_lines(tmp_path) == []
 
 
@@ -174,10 +184,11 @@ def test_connection_errors_are_retried_then_reported(tmp_path):
     with socket.socket() as sock:  # a port with nothing listening
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    judge = ClaudeJudge(api_key=KEY, base_url=f"http://127.0.0.1:{port}", http_client=http(), cache_path=tmp_path / "c.jsonl",
-                        max_retries=2, backoff_base=0.001, progress=False)
+    config = ClaudeConfig(base_url=f"http://127.0.0.1:{port}", cache_path=tmp_path / "c.jsonl", retries=2, backoff_base=0.001,
+                          progress=False)
+    judge = ClaudeJudge(config, api_key=KEY, http_client=http())
     sleeps: list[float] = []
-    judge._sleep = sleeps.append
+    judge.retry.sleep = sleeps.append
     score = judge.score_one("q", "a")
     assert not score.ok and "APIConnectionError" in score.error and "3 attempt" in score.error
     assert len(sleeps) == 2 and all(0 <= s <= 0.01 for s in sleeps)
@@ -185,7 +196,7 @@ def test_connection_errors_are_retried_then_reported(tmp_path):
 
 def test_401_stops_all_requests(server, tmp_path):
     server.responder = lambda body: error(401, "authentication_error", "invalid x-api-key")
-    judge = make_judge(server, tmp_path, max_concurrency=1)
+    judge = make_judge(server, tmp_path, concurrency=1)
     out = judge.score([Item(f"q{i}", "a") for i in range(3)])
     assert all(not s.ok and "401" in s.error for s in out)
     assert len(server.message_requests()) == 1
@@ -222,7 +233,7 @@ def test_malformed_answers_are_missing_not_crashes(server, tmp_path, reply, frag
 
 def test_mixed_batch_of_good_and_bad_answers(server, tmp_path):
     server.push(scores(3, 4), scores(12, 4), scores(5, 6))
-    judge = make_judge(server, tmp_path, max_concurrency=1)
+    judge = make_judge(server, tmp_path, concurrency=1)
     out = judge.score([Item("a", "1"), Item("b", "2"), Item("c", "3")])
     assert [s.ok for s in out] == [True, False, True]
     assert len(cache_lines(tmp_path)) == 2
@@ -287,7 +298,45 @@ def test_truncated_last_line_is_tolerated(server, tmp_path):
     judge.score([Item("q2", "a2")])
     lines = path.read_text().splitlines()
     assert json.loads(lines[-1])["assistant_likeness"] == 7.0  # the new record is on its own line
-    assert len(make_judge(server, tmp_path)._cache) == 2
+    assert len(make_judge(server, tmp_path).cache) == 2
+
+
+def test_unwritable_cache_fails_before_any_request(server, tmp_path):
+    """A cache that cannot be written is an error naming its path when the judge is built, before anything is paid for."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be\n")
+    path = blocker / "judgements" / "cache.jsonl"
+    with pytest.raises(UnwritableCacheError, match="not-a-folder"):
+        make_judge(server, tmp_path, cache_path=path)
+    assert server.requests == []
+
+
+def test_failed_cache_write_keeps_the_paid_scores(server, tmp_path, monkeypatch):
+    """When appending to the cache fails mid-run, every paid score is still returned (and reused in this
+    process); a warning counts the scores that were not persisted, and the next write catches up."""
+    import axes_lib.judge.cache as cache_mod
+
+    real = cache_mod.append_jsonl
+    calls = []
+
+    def flaky(path, records):
+        calls.append(len(records))
+        if len(calls) in (2, 3):
+            raise OSError(28, "No space left on device")
+        return real(path, records)
+
+    monkeypatch.setattr(cache_mod, "append_jsonl", flaky)
+    judge = make_judge(server, tmp_path, use_batches=True)  # results are read (and cached) one by one, in order
+    items = [Item(f"q{i}", f"score={i}/{9 - i}") for i in range(4)]
+    with pytest.warns(RuntimeWarning, match="are not persisted") as caught:
+        out = judge.score(items)
+    assert [(s.assistant_likeness, s.coherence) for s in out] == [(float(i), float(9 - i)) for i in range(4)]
+    counts = [re.search(r"(\d+) score\(s\) are not persisted", str(w.message)).group(1) for w in caught]
+    assert counts == ["1", "2"]  # the score that could not be written is carried to the next write
+    assert calls == [1, 1, 2, 3] and judge.cache.unsaved == 0  # the fourth write stored all three pending scores
+    assert sorted(r["assistant_likeness"] for r in cache_lines(tmp_path)) == [0.0, 1.0, 2.0, 3.0]
+    n = len(server.requests)
+    assert judge.score(items) == out and len(server.requests) == n  # nothing is paid for twice
 
 
 # --------------------------------------------------------------------------------------------------
@@ -302,7 +351,7 @@ def test_key_never_leaks(server, tmp_path, caplog, capsys):
         scores(5, 5),
         error(400, "invalid_request_error", f"bad key {KEY} echoed back"),  # a server echoing the key
     )
-    judge = make_judge(server, tmp_path, max_concurrency=1, progress=True)
+    judge = make_judge(server, tmp_path, concurrency=1, progress=True)
     out = judge.score([Item("q1", "a1"), Item("q2", "a2")])
     server.responder = lambda body: error(503, "api_error", f"down; {KEY}")
     out += judge.score([Item("q3", "a3")])
@@ -395,7 +444,7 @@ def test_interrupted_batch_is_resumed_not_resubmitted(server, tmp_path):
 
 def test_concurrency_bound_and_order(tmp_path):
     with FakeAnthropic(delay=0.2) as srv:
-        judge = make_judge(srv, tmp_path, max_concurrency=2)
+        judge = make_judge(srv, tmp_path, concurrency=2)
         items = [Item(f"q{i}", f"answer {i} score={i}/{9 - i}") for i in range(6)]
         start = time.monotonic()
         out = judge.score(items)
@@ -412,7 +461,7 @@ def test_concurrency_bound_and_order(tmp_path):
 def test_missing_key_is_a_clear_error_at_construction(tmp_path, server):
     assert not available_claude_key()
     with pytest.raises(MissingAPIKeyError, match="ANTHROPIC_API_KEY") as info:
-        ClaudeJudge(base_url=server.url, http_client=http(), cache_path=tmp_path / "c.jsonl")
+        ClaudeJudge(ClaudeConfig(base_url=server.url, cache_path=tmp_path / "c.jsonl"), http_client=http())
     assert ".env" in str(info.value)
     assert server.requests == [] and not (tmp_path / "c.jsonl").exists()
 
@@ -422,7 +471,7 @@ def test_dotenv_key_loading(tmp_path, server, monkeypatch):
         "# settings\nOTHER=1\nexport ANTHROPIC_API_KEY=\"fake-anthropic-key-DOTENV\"  \nHF_TOKEN=x\n", encoding="utf-8"
     )
     assert available_claude_key()
-    judge = ClaudeJudge(base_url=server.url, http_client=http(), cache_path=tmp_path / "c.jsonl", progress=False)
+    judge = ClaudeJudge(ClaudeConfig(base_url=server.url, cache_path=tmp_path / "c.jsonl", progress=False), http_client=http())
     assert judge.score_one("q", "a").ok
     assert server.requests[-1].headers.get("authorization", "").endswith("fake-anthropic-key-DOTENV") or \
         server.requests[-1].headers.get("x-api-key") == "fake-anthropic-key-DOTENV"
@@ -430,9 +479,10 @@ def test_dotenv_key_loading(tmp_path, server, monkeypatch):
 
     # The environment wins over .env, and the argument over both.
     monkeypatch.setenv("ANTHROPIC_API_KEY", "fake-anthropic-key-ENV")
-    ClaudeJudge(base_url=server.url, http_client=http(), cache=False, progress=False).score_one("q", "env")
+    no_cache = ClaudeConfig(base_url=server.url, cache=False, progress=False)
+    ClaudeJudge(no_cache, http_client=http()).score_one("q", "env")
     assert "fake-anthropic-key-ENV" in json.dumps(server.requests[-1].headers)
-    ClaudeJudge(api_key=KEY, base_url=server.url, http_client=http(), cache=False, progress=False).score_one("q", "arg")
+    ClaudeJudge(no_cache, api_key=KEY, http_client=http()).score_one("q", "arg")
     assert KEY in json.dumps(server.requests[-1].headers)
 
 
@@ -443,7 +493,7 @@ def test_dotenv_in_repo_root(tmp_path, server, monkeypatch):
     (repo / ".env").write_text("ANTHROPIC_API_KEY='fake-anthropic-key-ROOT'\n")
     monkeypatch.chdir(repo / "notebooks")  # papermill runs notebooks from their folder
     assert available_claude_key()
-    ClaudeJudge(base_url=server.url, http_client=http(), cache=False, progress=False).score_one("q", "a")
+    ClaudeJudge(ClaudeConfig(base_url=server.url, cache=False, progress=False), http_client=http()).score_one("q", "a")
     assert "fake-anthropic-key-ROOT" in json.dumps(server.requests[-1].headers)
 
 
@@ -452,19 +502,22 @@ def test_prebuilt_client_is_accepted(server, tmp_path):
 
     client = anthropic.Anthropic(api_key=KEY, base_url=server.url, max_retries=7)
     server.push(error(500), error(500), scores(2, 2))
-    judge = ClaudeJudge(client=client, cache=False, max_retries=1, backoff_base=0.001, progress=False)
+    judge = ClaudeJudge(ClaudeConfig(cache=False, retries=1, backoff_base=0.001, progress=False), client=client)
     score = judge.score_one("q", "a")
     assert not score.ok and len(server.message_requests()) == 2  # our bound (1 retry), not the client's 7
 
 
 def test_bad_arguments_name_the_problem(server):
-    with pytest.raises(ValueError, match="max_concurrency"):
-        ClaudeJudge(api_key=KEY, base_url=server.url, http_client=http(), max_concurrency=0)
+    with pytest.raises(ValueError, match="concurrency must be an int >= 1"):
+        ClaudeConfig(concurrency=0)
     with pytest.raises(ValueError, match="model"):
-        ClaudeJudge(api_key=KEY, base_url=server.url, http_client=http(), model="")
+        ClaudeConfig(model="")
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        ClaudeConfig(timeout=0)
     with pytest.raises(ValueError, match="template lacks"):
-        ClaudeJudge(api_key=KEY, base_url=server.url, http_client=http(), rubric={**load_rubric(), "template": "$query only"})
-    judge = ClaudeJudge(api_key=KEY, base_url=server.url, http_client=http(), cache=False, progress=False)
+        ClaudeJudge(ClaudeConfig(base_url=server.url, rubric={**load_rubric(), "template": "$query only"}), api_key=KEY,
+                    http_client=http())
+    judge = ClaudeJudge(ClaudeConfig(base_url=server.url, cache=False, progress=False), api_key=KEY, http_client=http())
     with pytest.raises(TypeError, match="item 1"):
         judge.score([Item("q", "a"), 42])
 

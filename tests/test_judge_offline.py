@@ -16,23 +16,23 @@ import numpy as np
 import pytest
 import torch
 
-import axes_lib.judge as judge_mod
-from axes_lib.judge import ClaudeJudge, Item, Judge, MissingAPIKeyError
-from axes_lib.offline_judge import (
+import axes_lib.judge.secrets as secrets_mod
+from axes_lib.judge import (
     BROKEN_KINDS,
     VERSION,
+    AssistantClassifier,
+    ClaudeJudge,
     CoherenceFeatures,
     CoherenceScale,
-    AssistantClassifier,
+    Item,
+    Judge,
+    MissingAPIKeyError,
     OfflineJudge,
-    auroc,
-    auroc_interval,
     break_text,
     default_judge,
-    repetition_stats,
-    response_logprobs,
-    unigram_logprob,
 )
+from axes_lib.judge.coherence import repetition_stats, response_logprobs, unigram_logprob
+from axes_lib.metrics import auroc
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("AXES_TEST_ARTIFACTS") or ROOT / "artifacts")
@@ -69,18 +69,6 @@ def judge(smollm2):
 
 # --------------------------------------------------------------------------------------------------
 # Parts against independent computations
-
-
-def test_auroc_matches_sklearn_with_ties():
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        pos = rng.integers(0, 6, size=rng.integers(1, 30)).astype(float)
-        neg = rng.integers(0, 6, size=rng.integers(1, 30)).astype(float)
-        y = np.r_[np.ones(pos.size), np.zeros(neg.size)]
-        assert auroc(pos, neg) == pytest.approx(roc_auc_score(y, np.r_[pos, neg]))
-    assert np.isnan(auroc([], [1.0]))
 
 
 def test_repetition_stats_by_hand():
@@ -175,19 +163,6 @@ def test_assistant_answers_score_higher_on_held_out_queries(judge):
     assert 0.5 < lo <= report["auroc"] <= hi <= 1.0
 
 
-def test_auroc_interval_resamples_whole_queries():
-    """Perfect separation within every query stays perfect however queries are drawn; a query-level
-    confound gives an interval as wide as the queries disagree."""
-    groups = [q for q in "abcdefgh" for _ in range(4)]
-    positive = [True, True, False, False] * 8
-    perfect = [1.0, 0.9, 0.1, 0.0] * 8
-    assert auroc_interval(positive, perfect, groups, n_boot=200) == (1.0, 1.0)
-    # half the queries rank their answers the wrong way round: the interval straddles 0.5
-    mixed = perfect[:16] + [0.0, 0.1, 0.9, 1.0] * 4
-    lo, hi = auroc_interval(positive, mixed, groups, n_boot=500)
-    assert lo < 0.5 < hi
-
-
 def test_classifier_learns_each_persona_and_checks_labels():
     """Two assistant personas and two others, each with its own words: the persona model scores every
     assistant answer above every other; a persona given both kinds is refused."""
@@ -255,7 +230,7 @@ def test_bad_input(judge, tmp_path):
 
 def test_default_judge_chooses_by_key(monkeypatch, tmp_path, judge):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    monkeypatch.setattr(judge_mod, "_PACKAGE_ROOT", tmp_path / "no-repo")
+    monkeypatch.setattr(secrets_mod, "_PACKAGE_ROOT", tmp_path / "no-repo")
     monkeypatch.chdir(tmp_path)
     _need_artifacts()
     # The choice is under test, not the classifier: reuse the fixture's instead of fitting it twice more.

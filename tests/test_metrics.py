@@ -17,11 +17,14 @@ from hypothesis.extra.numpy import arrays
 from axes_lib.directions import compute_direction
 from axes_lib.metrics import (
     accuracy,
+    auroc,
+    auroc_interval,
     balanced_accuracy,
     bootstrap_ci,
     cohens_d,
     evaluate_layers,
     fit_threshold,
+    mean_ci,
     project,
     projection_stats,
     shuffled_null,
@@ -207,6 +210,73 @@ def test_bootstrap_ci_matches_independent_resampling() -> None:
     # Coverage sanity: the normal-theory interval has about the same width.
     se = (a.var(ddof=1) / a.size + b.var(ddof=1) / b.size) ** 0.5
     assert ci["high"] - ci["low"] == pytest.approx(2 * 1.96 * se, rel=0.1)
+
+
+def test_mean_ci_is_the_percentile_bootstrap_of_the_mean() -> None:
+    """One `[n_boot, n]` index draw from `default_rng(seed)`, row means, linear quantiles: written out here, equal to the bit."""
+    rng = np.random.default_rng(8)
+    for n, n_boot, alpha, seed in [(1, 50, 0.05, 0), (7, 1000, 0.05, 3), (250, 400, 0.1, 11), (5000, 1000, 0.2, 2)]:
+        x = rng.normal(5, 2, n)
+        got = mean_ci([*x.tolist(), None, float("nan")], n_boot=n_boot, alpha=alpha, seed=seed)
+        own = np.random.default_rng(seed)
+        means = x[own.integers(0, n, size=(n_boot, n))].mean(axis=1)
+        assert got == (float(x.mean()), float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2)))
+        assert got[1] <= got[0] <= got[2]
+    assert all(np.isnan(v) for v in mean_ci([None, float("nan")]))
+    with pytest.raises(ValueError, match="n_boot"):
+        mean_ci([1.0, 2.0], n_boot=0)
+
+
+def _pair_count_auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(positive > negative) over all pairs, ties counting half."""
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=30), st.lists(st.integers(0, 5), min_size=1, max_size=30))
+def test_auroc_is_the_pair_count_with_ties(pos, neg) -> None:
+    pos, neg = np.array(pos, dtype=float), np.array(neg, dtype=float)
+    assert auroc(pos, neg) == pytest.approx(_pair_count_auroc(pos, neg), abs=1e-12)
+
+
+def test_auroc_edge_cases() -> None:
+    assert np.isnan(auroc([], [1.0])) and np.isnan(auroc([1.0], []))
+    assert auroc([2.0], [1.0]) == 1.0 and auroc([1.0], [2.0]) == 0.0 and auroc([1.0, 1.0], [1.0]) == 0.5
+
+
+def test_auroc_interval_is_a_bootstrap_over_whole_groups() -> None:
+    """Written out: per resample, one draw of as many groups (sorted names) as there are; rows of the drawn groups."""
+    rng = np.random.default_rng(4)
+    groups = [f"q{j}" for j in rng.integers(0, 9, 70)]
+    positive = rng.random(70) < 0.4
+    scores = rng.integers(0, 6, 70) + positive
+    got = auroc_interval(positive, scores, groups, n_boot=300, alpha=0.1, seed=7)
+    names = sorted(set(groups))
+    members = [np.flatnonzero(np.array(groups) == g) for g in names]
+    own = np.random.default_rng(7)
+    stats = []
+    for _ in range(300):
+        rows = np.concatenate([members[i] for i in own.integers(0, len(names), len(names))])
+        p, x = positive[rows], scores[rows].astype(float)
+        stats.append(_pair_count_auroc(x[p], x[~p]) if p.any() and (~p).any() else np.nan)
+    assert got == pytest.approx(tuple(np.nanquantile(stats, [0.05, 0.95])), abs=1e-12)
+    with pytest.raises(ValueError, match="one of each per item"):
+        auroc_interval(positive[:-1], scores, groups)
+
+
+def test_auroc_interval_resamples_whole_queries() -> None:
+    """Perfect separation within every query stays perfect however queries are drawn; a query-level
+    confound gives an interval as wide as the queries disagree."""
+    groups = [q for q in "abcdefgh" for _ in range(4)]
+    positive = [True, True, False, False] * 8
+    perfect = [1.0, 0.9, 0.1, 0.0] * 8
+    assert auroc_interval(positive, perfect, groups, n_boot=200) == (1.0, 1.0)
+    # half the queries rank their answers the wrong way round: the interval straddles 0.5
+    mixed = perfect[:16] + [0.0, 0.1, 0.9, 1.0] * 4
+    lo, hi = auroc_interval(positive, mixed, groups, n_boot=500)
+    assert lo < 0.5 < hi
+
 
 
 # ------------------------------------------------------------------------------------------- splits

@@ -110,8 +110,7 @@ def test_sweeps_store_answers_for_the_judge(smoke):
 
 def test_judge_scores_every_answer(smoke):
     """Step 7 judged every answer of steps 5 and 6 (offline at smoke scale) and drew both figures."""
-    from axes_lib.evaluation import text_key
-    from axes_lib.offline_judge import VERSION
+    from axes_lib.judge import VERSION, text_key
 
     art = smoke / "artifacts"
     answers = [json.loads(x) for name in ("additive", "additive_assistant", "capping", "capping_assistant")

@@ -1,9 +1,10 @@
 """Judged sweeps: score the steered answers resumably, summarise them per strength, find the sweet spot.
 
-Used by notebook 07. Judgements are stored per judge in a JSONL file keyed by the judge's id and a
-hash of (query, response), so a rerun judges only answers it has not seen, equal answers (the
-unsteered baselines of steps 5 and 6 are the same texts) are judged once, and a judgement that
-failed (a Claude error) is tried again next time.
+Used by notebook 07. Judgements are stored per judge in a `ScoreCache` (a JSONL file) keyed by the
+judge's id and a hash of (query, response), so a rerun judges only answers it has not seen, equal
+answers (the unsteered baselines of steps 5 and 6 are the same texts) are judged once, and a judgement
+that failed (a Claude error) is tried again next time. The store is checked before the first
+judgement, and a score whose write fails is still returned.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed notebooks
 
-from axes_lib.io import append_jsonl, read_jsonl
-from axes_lib.judge import Item, Judge, Score
-from axes_lib.sweeps import mean_ci
+from axes_lib.judge.base import SCALES, Item, Judge, Score
+from axes_lib.judge.cache import ScoreCache
+from axes_lib.metrics import mean_ci
 
-SCALES = ("assistant_likeness", "coherence")
+__all__ = ["agreement", "judge_rows", "means", "scores_of", "summarise", "sweet_spot", "text_key", "unique_texts"]
 
 
 def text_key(query: str, response: str) -> str:
@@ -35,23 +36,19 @@ def judge_rows(
     """Judge every row (needs "query" and "response"); returns copies with both scales and the judge id.
 
     Judgements are appended to `out_path` chunk by chunk; ones already there for this judge are reused.
-    Rows whose judgement failed get `None` scores and the error text in "judge_error".
+    Rows whose judgement failed get `None` scores and the error text in "judge_error". An unwritable
+    `out_path` is an error before anything is judged; a write that fails later only warns.
     """
-    out_path = Path(out_path)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     for i, r in enumerate(rows):
         if not isinstance(r.get("query"), str) or not isinstance(r.get("response"), str):
             raise ValueError(f"row {i} needs str 'query' and 'response' fields, got keys {sorted(r)}")
-    done: dict[str, dict[str, Any]] = {}
-    if out_path.exists():
-        for rec in read_jsonl(out_path):
-            if rec.get("judge") == judge.id and rec.get("error") is None:
-                done[rec["key"]] = rec
+    store = ScoreCache(out_path, judge.id)
     todo: dict[str, Item] = {}
     for r in rows:
         key = text_key(r["query"], r["response"])
-        if key not in done and key not in todo:
+        if key not in store and key not in todo:
             todo[key] = Item(r["query"], r["response"])
     failed: dict[str, str] = {}
     keys = list(todo)
@@ -59,26 +56,17 @@ def judge_rows(
         for start in range(0, len(keys), chunk_size):
             chunk = keys[start:start + chunk_size]
             scores: list[Score] = judge.score([todo[k] for k in chunk])
-            records = []
-            for k, s in zip(chunk, scores):
-                if s.ok:
-                    rec = {"judge": judge.id, "key": k, "assistant_likeness": s.assistant_likeness,
-                           "coherence": s.coherence, "error": None, "rationale": s.rationale}
-                    records.append(rec)
-                    done[k] = rec
-                else:
-                    failed[k] = s.error or "no score"
-            if records:
-                append_jsonl(out_path, records)
+            failed.update({k: s.error or "no score" for k, s in zip(chunk, scores) if not s.ok})
+            store.put(dict(zip(chunk, scores)))
             bar.update(len(chunk))
     out = []
     for r in rows:
         key = text_key(r["query"], r["response"])
-        rec = done.get(key)
+        score = store.get(key)
         out.append({**r, "judge": judge.id,
-                    "assistant_likeness": rec["assistant_likeness"] if rec else None,
-                    "coherence": rec["coherence"] if rec else None,
-                    "judge_error": None if rec else failed.get(key, "not judged")})
+                    "assistant_likeness": score.assistant_likeness if score else None,
+                    "coherence": score.coherence if score else None,
+                    "judge_error": None if score else failed.get(key, "not judged")})
     return out
 
 
