@@ -49,8 +49,18 @@ from myst_nb import glue
 
 from axes_lib.figures import Plain, judged_curves, save
 from axes_lib.io import read_jsonl, write_json, write_manifest
-from axes_lib.judge import (OfflineJudge, agreement, available_claude_key, default_judge, judge_rows, means, scores_of,
-                            summarise, sweet_spot, unique_texts)
+from axes_lib.judge import (
+    OfflineJudge,
+    agreement,
+    available_claude_key,
+    default_judge,
+    judge_rows,
+    means,
+    scores_of,
+    summarise,
+    sweet_spot,
+    unique_texts,
+)
 from axes_lib.models import model_name
 
 model_name(model_key)

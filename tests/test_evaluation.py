@@ -7,7 +7,18 @@ import json
 import numpy as np
 import pytest
 
-from axes_lib.judge import Item, Score, agreement, judge_rows, means, scores_of, summarise, sweet_spot, text_key, unique_texts
+from axes_lib.judge import (
+    Item,
+    Score,
+    agreement,
+    judge_rows,
+    means,
+    scores_of,
+    summarise,
+    sweet_spot,
+    text_key,
+    unique_texts,
+)
 
 
 class CountingJudge:

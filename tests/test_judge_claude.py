@@ -29,8 +29,8 @@ from axes_lib.judge import (
     Judge,
     MissingAPIKeyError,
     Score,
-    available_claude_key,
     UnwritableCacheError,
+    available_claude_key,
     load_rubric,
     parse_tool_input,
 )

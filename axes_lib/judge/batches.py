@@ -99,7 +99,8 @@ class Batches:
             requests = [{"custom_id": key, "params": judge.request_params(item)} for key, item in chunk]
             keys = [key for key, _ in chunk]
             try:
-                batch = judge.retry.call(lambda: judge.client.messages.batches.create(requests=requests), "messages.batches.create")
+                batch = judge.retry.call(lambda r=requests: judge.client.messages.batches.create(requests=r),
+                                         "messages.batches.create")
             except CallFailed as exc:
                 out.update({k: judge.fail(str(exc)) for k in keys})
                 continue

@@ -24,7 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from axes_lib.judge import secrets
-from axes_lib.judge.base import TOOL_NAME, InvalidReply, Item, Score, check_rubric, coerce_item, load_rubric, parse_message, score_tool
+from axes_lib.judge.base import (
+    TOOL_NAME,
+    InvalidReply,
+    Item,
+    Score,
+    check_rubric,
+    coerce_item,
+    load_rubric,
+    parse_message,
+    score_tool,
+)
 from axes_lib.judge.batches import Batches
 from axes_lib.judge.cache import ScoreCache
 from axes_lib.judge.retry import CallFailed, RetryPolicy

@@ -53,6 +53,8 @@ def response_logprobs(
     import torch
     from tqdm import tqdm
 
+    from axes_lib.batching.plan import pad, positions
+
     if len(prompts) != len(responses):
         raise ValueError(f"got {len(prompts)} prompts and {len(responses)} responses: need one response per prompt")
     if batch_size < 1 or max_tokens < 1 or max_response_tokens < 1:
@@ -75,16 +77,9 @@ def response_logprobs(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     with torch.inference_mode():
         for batch in tqdm(batches, desc="log-likelihood", disable=not progress, leave=False):
-            seqs = [prompt_ids[i] + response_ids[i] for i in batch]
-            width = max(len(s) for s in seqs)
             keep = max(len(response_ids[i]) for i in batch) + 1  # positions whose logits predict response tokens
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, seq in enumerate(seqs):
-                ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-                mask[row, width - len(seq):] = 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+            ids, mask = pad([prompt_ids[i] + response_ids[i] for i in batch], pad_id, "left")
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions(mask).to(device),
                            logits_to_keep=keep, use_cache=False).logits
             for row, i in enumerate(batch):  # logits: [b, keep, vocab]; position j predicts token j + 1
                 n = len(response_ids[i])

@@ -81,7 +81,7 @@ def summarise(
     for r in rows:
         groups.setdefault(tuple(_hashable(r.get(k)) for k in by), []).append(r)
     out = []
-    for key, members in groups.items():
+    for members in groups.values():
         entry: dict[str, Any] = {k: members[0].get(k) for k in by}
         entry["n"] = len(members)
         for scale in SCALES:

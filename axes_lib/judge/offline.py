@@ -53,11 +53,11 @@ from typing import Any
 
 import numpy as np
 
+from axes_lib.io import read_json, read_jsonl, write_json
 from axes_lib.judge.base import Item, Judge, Score, coerce_item
 from axes_lib.judge.breakers import BROKEN_KINDS, break_text
 from axes_lib.judge.classifier import AssistantClassifier
 from axes_lib.judge.coherence import CoherenceFeatures, CoherenceScale, coherence_features, encode, unigram_logprob
-from axes_lib.io import read_json, read_jsonl, write_json
 from axes_lib.judge.secrets import available_claude_key
 from axes_lib.metrics import auroc, auroc_interval
 
