@@ -145,28 +145,20 @@ class _Capture:
 
 
 @torch.inference_mode()
-def extract(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    method: Method = "last_token",
-    responses: Sequence[str] | None = None,
-    layers: Sequence[int] | None = None,
-    batch_size: int = 32,
-    max_batch_tokens: int = 8192,
-    share_prefix: bool = True,
-    min_prefix: int = 16,
-    progress: bool = True,
-) -> torch.Tensor:
+def extract(model: Any, tokenizer: Any, prompts: Sequence[str], method: Method = "last_token",
+            responses: Sequence[str] | None = None, **options: Any) -> torch.Tensor:
     """Residual stream after each requested decoder layer: `[n_prompts, n_layers, d_model]`, float32, CPU.
 
     `last_token` reads the final prompt token (the position before generation starts);
     `response_mean` averages over the response tokens in one teacher-forced pass over prompt + response.
     Prompts must be fully formatted (chat template applied). Results do not depend on batching,
-    padding side or prefix sharing (up to float rounding). `extract_methods` reads both in one pass.
+    padding side or prefix sharing (up to float rounding). `options` are those of `extract_methods`
+    (layers, batch_size, max_batch_tokens, share_prefix, min_prefix, progress), which reads both in one pass.
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
     return extract_methods(model, tokenizer, prompts, responses if method == "response_mean" else None, (method,),
-                           layers, batch_size, max_batch_tokens, share_prefix, min_prefix, progress)[method]
+                           **options)[method]
 
 
 @torch.inference_mode()

@@ -19,6 +19,8 @@ import torch
 from axes_lib.generation import generate
 from axes_lib.interventions import Add, Cap, Intervention, SteeringStats
 
+__all__ = ["GRID_FORMAT", "build_grid", "check_grid", "live_demo", "slider_html", "slider_page"]
+
 GRID_FORMAT = "axes_lib.demo_grid/1"
 PromptFn = Callable[[Any, Any], str]
 

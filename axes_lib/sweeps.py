@@ -125,15 +125,8 @@ def _fill(todo: list[tuple[int, list[Any]]], rows: int) -> list[list[tuple[int, 
     return chunks
 
 
-def response_projection(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    responses: Sequence[str],
-    direction: Mapping[int, torch.Tensor],
-    layers: Sequence[int],
-    batch_size: int = 32,
-) -> np.ndarray:
+def response_projection(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str],
+                        direction: Mapping[int, torch.Tensor], layers: Sequence[int], batch_size: int = 32) -> np.ndarray:
     """Mean over `layers` of the response-mean projection on the unit direction, read by the unsteered model.
 
     Teacher-forces each (prompt, response) with no intervention, so it measures the text that was

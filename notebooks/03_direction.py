@@ -37,7 +37,7 @@ from myst_nb import glue
 
 from axes_lib.directions import compute_direction, save_direction
 from axes_lib.io import load_tensors, read_jsonl, write_json, write_manifest
-from axes_lib.metrics import split_by_query
+from axes_lib.splits import split_by_query
 
 started = time.perf_counter()
 root = Path(artifacts_dir)

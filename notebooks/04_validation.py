@@ -51,8 +51,10 @@ from axes_lib.calibration import calibration_answers, token_thresholds
 from axes_lib.directions import load_direction
 from axes_lib.figures import Plain, direction_discovery, layer_comparison, projection_histograms, save
 from axes_lib.io import load_tensors, read_jsonl, write_json, write_manifest
-from axes_lib.metrics import evaluate_layers, project, shuffled_null, split_by_persona, split_by_query
+from axes_lib.metrics import project
 from axes_lib.models import load_model
+from axes_lib.splits import split_by_persona, split_by_query
+from axes_lib.validation import evaluate_layers, shuffled_null
 
 started = time.perf_counter()
 root = Path(artifacts_dir)

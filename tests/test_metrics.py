@@ -22,15 +22,13 @@ from axes_lib.metrics import (
     balanced_accuracy,
     bootstrap_ci,
     cohens_d,
-    evaluate_layers,
     fit_threshold,
     mean_ci,
     project,
     projection_stats,
-    shuffled_null,
-    split_by_persona,
-    split_by_query,
 )
+from axes_lib.splits import split_by_persona, split_by_query
+from axes_lib.validation import evaluate_layers, shuffled_null
 
 FAST = settings(max_examples=40, deadline=None)
 finite = st.floats(-100, 100, allow_nan=False, width=64)

@@ -23,6 +23,8 @@ from transformers.cache_utils import DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+__all__ = ["CascadeLayer", "ReservedLayer", "cascade_attention", "cascade_cache", "growing_cache"]
+
 NAME = "axes_cascade"  # the attention implementation's name while `cascade_attention` is active
 
 
