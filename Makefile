@@ -117,6 +117,10 @@ EXECUTED  := $(patsubst notebooks/%.py,book/%.ipynb,$(NOTEBOOKS))
 LIBRARY   := $(wildcard axes_lib/*.py axes_lib/*/*.py axes_lib/data/*)
 # "book/02_x.ipynb:book/01_y.ipynb" and so on: each step after the one before it.
 $(foreach rule,$(join $(wordlist 2,99,$(EXECUTED)),$(addprefix :,$(EXECUTED))),$(eval $(rule)))
+# The steps after step 3 also read its direction files: a direction edited (or replaced) after the last
+# build re-executes them, and the sweeps regenerate the answers whose fingerprint it changed.
+DIRECTIONS := $(wildcard artifacts/directions/*.safetensors)
+$(filter-out $(wordlist 1,3,$(EXECUTED)),$(EXECUTED)): $(DIRECTIONS)
 
 # PARAMS given on the command line must exist; the default file is used when present.
 ifeq ($(origin PARAMS),command line)

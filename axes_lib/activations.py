@@ -8,7 +8,10 @@ prefix once and reuses its KV cache for every prompt that starts with it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -18,9 +21,11 @@ from axes_lib.batching.plan import TokenSeq, assign_prefixes, batches, pad
 from axes_lib.batching.prefix import PrefixTable, StopForward, run_until_stop
 from axes_lib.directions import validate_direction
 from axes_lib.interventions import check_layer_list
+from axes_lib.io import load_tensors, save_tensors
 from axes_lib.models import base_model, decoder_layers
 
-__all__ = ["METHODS", "Method", "check_layers", "extract", "extract_methods", "token_projections"]
+__all__ = ["METHODS", "Method", "StoredActivations", "check_layers", "extract", "extract_methods", "load_activations",
+           "save_activations", "token_projections"]
 
 Method = Literal["last_token", "response_mean"]
 METHODS: tuple[str, ...] = ("last_token", "response_mean")
@@ -258,3 +263,45 @@ def token_projections(
             offset += seq.stop - seq.start - 1
         _drive(model, tokenizer, seqs, capture, batch_size, max_batch_tokens, True, 16, progress, "token projections")
     return {layer: out[col] for col, layer in enumerate(layers)}
+
+
+@dataclass(frozen=True)
+class StoredActivations:
+    """Activations as step 2 stores them: row `j` of `acts` belongs to response `rows[j]` (empty answers may
+    have no row), column `c` to decoder layer `layers[c]`."""
+
+    acts: torch.Tensor
+    rows: list[int]
+    layers: list[int]
+
+    def positions(self, responses: Sequence[int]) -> list[int]:
+        """The rows of `acts` that hold these responses, in their order (responses without a row are skipped)."""
+        where = {r: j for j, r in enumerate(self.rows)}
+        return [where[i] for i in responses if i in where]
+
+    def at(self, responses: Sequence[int], layers: Sequence[int] | None = None) -> torch.Tensor:
+        """`[n, n_layers, d_model]` of these responses (as `positions`), at `layers` (default: all stored)."""
+        acts = self.acts[self.positions(responses)]
+        if layers is None:
+            return acts
+        missing = [layer for layer in layers if layer not in self.layers]
+        if missing:
+            raise ValueError(f"layers {missing} were not extracted: the file holds {self.layers}")
+        return acts[:, [self.layers.index(layer) for layer in layers]]
+
+
+def save_activations(path: str | Path, acts: torch.Tensor, rows: Sequence[int], layers: Sequence[int],
+                     **metadata: str) -> Path:
+    """Write activations with the response index of each row and the layer of each column (safetensors)."""
+    if acts.shape[:2] != (len(rows), len(layers)):
+        raise ValueError(f"acts has shape {tuple(acts.shape)} for {len(rows)} rows and {len(layers)} layers")
+    return save_tensors(path, {"acts": acts, "rows": torch.tensor(list(rows))},
+                        {**metadata, "layers": json.dumps(list(layers))})
+
+
+def load_activations(path: str | Path) -> StoredActivations:
+    """Read what `save_activations` wrote."""
+    tensors, meta = load_tensors(path)
+    if "acts" not in tensors or "rows" not in tensors or "layers" not in meta:
+        raise ValueError(f"{path}: not an activations file (needs tensors 'acts' and 'rows' and 'layers' metadata)")
+    return StoredActivations(tensors["acts"], tensors["rows"].tolist(), json.loads(meta["layers"]))

@@ -6,10 +6,15 @@ several models sit side by side under one root.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DEFAULT_ROOT", "Artifacts"]
+from axes_lib.io import write_manifest
+
+__all__ = ["DEFAULT_ROOT", "Artifacts", "Step", "manifest_of"]
 
 #: The committed artifacts of this repository.
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "artifacts"
@@ -39,6 +44,10 @@ class Artifacts:
     def activations(self, method: str) -> Path:
         return self.root / "activations" / f"{self.stem}_{method}.safetensors"
 
+    def manifest(self, folder: str) -> Path:
+        """The manifest of a step that writes several files into `folder` (activations, directions, ...)."""
+        return self.root / folder / f"{self.stem}.manifest.json"
+
     @property
     def split(self) -> Path:
         return self.root / "evaluations" / f"{self.stem}_split.json"
@@ -58,7 +67,37 @@ class Artifacts:
     def figure(self, name: str) -> Path:
         return self.root / "figures" / f"{name}.png"
 
+    @property
+    def demo(self) -> Path:
+        """The demo's answer grid (its slider page and manifest sit beside it)."""
+        return self.root / "demo" / f"{self.stem}_grid.json"
+
+    def judgements(self, judge: str) -> Path:
+        """The score cache of one judge over this model's answers."""
+        return self.root / "evaluations" / f"judge_{self.stem}_{judge}.jsonl"
+
 
 def manifest_of(path: Path) -> Path:
     """The manifest beside an artifact (`x.jsonl` -> `x.manifest.json`)."""
     return path.with_suffix(".manifest.json")
+
+
+class Step:
+    """One notebook step's bookkeeping: its parameters, its manifest (written incomplete at the start and
+    complete at the end, with the seconds it took), and a fresh start when `resume` is False."""
+
+    def __init__(self, manifest: Path, params: Mapping[str, Any], outputs: Sequence[Path] = (),
+                 resume: bool = True) -> None:
+        self.manifest, self.params, self.started = Path(manifest), dict(params), time.perf_counter()
+        if not resume:  # otherwise each output keeps what its own fingerprints say is still valid
+            for path in outputs:
+                Path(path).unlink(missing_ok=True)
+        write_manifest(self.manifest, self.params, seconds=0.0, complete=False)
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def done(self, **extra: Any) -> Path:
+        """Mark the step complete, with what it wants to record beside its parameters."""
+        return write_manifest(self.manifest, self.params, seconds=self.seconds, complete=True, **extra)

@@ -215,11 +215,12 @@ def contrastive_prompts(
 ) -> list[dict[str, str]]:
     """Every (persona, query) pair as a record, persona-major so that equal system prompts are adjacent.
 
-    Record keys: persona, kind, query_id, category, query, prompt.
+    Record keys: id ("persona/query_id", unique), persona, kind, query_id, category, query, prompt.
     """
     queries = list(queries)
     return [
         {
+            "id": f"{persona.name}/{query.id}",
             "persona": persona.name,
             "kind": persona.kind,
             "query_id": query.id,

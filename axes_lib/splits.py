@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from axes_lib.metrics import ASSISTANT_KIND
+from axes_lib.prompts import Query, load_queries
 
-__all__ = ["check_indices", "split_by_persona", "split_by_query"]
+__all__ = ["check_indices", "indices_in", "queries_in", "split_by_persona", "split_by_query"]
 
 
 def _record_field(records: Sequence[Mapping[str, Any]], i: int, field: str) -> Any:
@@ -116,3 +117,22 @@ def split_by_persona(
 
 
 # ------------------------------------------------------------------------------------- layer sweeps
+
+
+def _side(split: Mapping[str, Any], side: str) -> set[str]:
+    key = f"{side}_queries"
+    if key not in split:
+        raise ValueError(f"a query split has 'train_queries' and 'holdout_queries' (notebook 03); no {key!r}")
+    return set(split[key])
+
+
+def queries_in(split: Mapping[str, Any], side: str = "holdout", n: int | None = None) -> list[Query]:
+    """The queries on one side of a query split, in `load_queries` order (categories interleaved), the first `n`."""
+    chosen = _side(split, side)
+    return [q for q in load_queries() if q.id in chosen][:n]
+
+
+def indices_in(records: Sequence[Mapping[str, Any]], split: Mapping[str, Any], side: str = "train") -> list[int]:
+    """Indices of the records whose query is on one side of a query split."""
+    chosen = _side(split, side)
+    return [i for i, r in enumerate(records) if r["query_id"] in chosen]

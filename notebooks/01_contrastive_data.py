@@ -29,14 +29,11 @@ batch_size = 128
 artifacts_dir = "artifacts"
 resume = True  # False: regenerate every answer (make book FORCE=1); True reuses answers whose inputs are unchanged
 
-# %%
-import time
-
+# %% tags=["hide-input"]
 import pandas as pd
 from myst_nb import glue
 
-from axes_lib.artifacts import Artifacts, manifest_of
-from axes_lib.io import write_manifest
+from axes_lib.artifacts import Artifacts, Step, manifest_of
 from axes_lib.models import load_model, model_name
 from axes_lib.prompts import contrastive_prompts, load_personas, load_queries
 from axes_lib.sweeps import Setting, sweep
@@ -49,7 +46,6 @@ chosen = [p for p in load_personas() if personas is None or p.name in personas]
 if personas is not None and len(chosen) != len(set(personas)):
     raise ValueError(f"unknown personas {sorted(set(personas) - {p.name for p in chosen})}")
 params = dict(model_key=model_key, n_queries=n_queries, personas=personas, max_new_tokens=max_new_tokens)
-started = time.perf_counter()
 
 # %% [markdown]
 # ## The personas
@@ -67,18 +63,15 @@ pd.DataFrame([{"persona": p.label, "kind": p.kind, "system prompt": p.system} fo
 # %%
 # Each answer is stored with the fingerprint of its prompt text, the model and the generation settings:
 # a rerun reuses exactly the answers whose inputs are unchanged (an edited persona regenerates its own).
-if not resume:
-    out_path.unlink(missing_ok=True)
-write_manifest(manifest_path, params, seconds=0.0, complete=False)
+step = Step(manifest_path, params, outputs=[out_path], resume=resume)
 model, tokenizer = load_model(model_key)
-records = [{**r, "id": f"{r['persona']}/{r['query_id']}"}
-           for r in contrastive_prompts(queries, chosen, model_type=model_key, tokenizer=tokenizer)]
+records = contrastive_prompts(queries, chosen, model_type=model_key, tokenizer=tokenizer)
 responses = sweep(model, tokenizer, records, [Setting("unsteered", None)], out_path, max_new_tokens, batch_size,
                   chunk=4 * batch_size)  # appended (and fsynced) after every 4 batches
 
-# %%
-seconds = time.perf_counter() - started
-write_manifest(manifest_path, params, seconds=seconds, complete=True, n_responses=len(responses))
+# %% tags=["hide-input"]
+seconds = step.seconds
+step.done(n_responses=len(responses))
 glue("n_responses", len(responses), display=False)
 glue("n_queries", len(queries), display=False)
 glue("n_personas", len(chosen), display=False)

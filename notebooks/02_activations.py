@@ -31,25 +31,23 @@ layers = None  # None: every layer
 batch_size = 32
 artifacts_dir = "artifacts"
 
-# %%
-import json
+# %% tags=["hide-input"]
 import time
-from pathlib import Path
 
-import torch
 from myst_nb import glue
 
-from axes_lib.activations import extract, extract_methods
-from axes_lib.io import read_jsonl, save_tensors, write_manifest
+from axes_lib.activations import extract, extract_methods, save_activations
+from axes_lib.artifacts import Artifacts, Step
+from axes_lib.io import read_jsonl
 from axes_lib.models import load_model
 from axes_lib.prompts import format_prompt, load_personas
 
-root = Path(artifacts_dir)
-responses_path = root / "responses" / f"{model_key}_responses.jsonl"
-if not responses_path.exists():
-    raise FileNotFoundError(f"{responses_path} is missing: run notebook 01 for model_key={model_key!r} first")
-responses = read_jsonl(responses_path)
-print(f"{len(responses)} responses from {responses_path}")
+paths = Artifacts(artifacts_dir, model_key)
+if not paths.responses.exists():
+    raise FileNotFoundError(f"{paths.responses} is missing: run notebook 01 for model_key={model_key!r} first")
+step = Step(paths.manifest("activations"), dict(model_key=model_key, layers=layers, batch_size=batch_size))
+responses = read_jsonl(paths.responses)
+print(f"{len(responses)} responses from {paths.responses}")
 
 # %%
 model, tokenizer = load_model(model_key)
@@ -70,17 +68,13 @@ if len(keep) < len(responses):  # an empty answer has no response-mean, but its 
     rows["last_token"] = list(range(len(responses)))
 seconds = time.perf_counter() - start
 for method, values in acts.items():
-    save_tensors(root / "activations" / f"{model_key}_{method}.safetensors",
-                 {"acts": values, "rows": torch.tensor(rows[method])},
-                 {"model": model_key, "method": method, "layers": json.dumps(layer_ids),
-                  "responses": str(responses_path)})
+    save_activations(paths.activations(method), values, rows[method], layer_ids, model=model_key, method=method,
+                     responses=str(paths.responses))
     print(f"{method}: {tuple(values.shape)}")
 print(f"both methods in {seconds:.1f} s ({len(keep) / seconds:.1f} prompts/s)")
+step.done(extract_seconds=seconds, shapes={m: list(a.shape) for m, a in acts.items()})
 
-# %%
-write_manifest(root / "activations" / f"{model_key}.manifest.json",
-               dict(model_key=model_key, layers=layers, batch_size=batch_size), seconds=seconds,
-               shapes={m: list(a.shape) for m, a in acts.items()})
+# %% tags=["hide-input"]
 glue("extract_seconds", round(seconds, 1), display=False)
 glue("extract_prompts_per_s", round(len(keep) / seconds, 1), display=False)
 

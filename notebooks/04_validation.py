@@ -38,27 +38,27 @@ capping_percentile = 25.0  # Anthropic's paper caps at the 25th percentile of as
 capping_band = 5  # number of layers capped by default, centred on the best layer
 artifacts_dir = "artifacts"
 
-# %%
+# %% tags=["hide-input"]
 # NBVAL_CHECK_OUTPUT
-import json
-import time
-from pathlib import Path
-
 import numpy as np
 from myst_nb import glue
 
+from axes_lib.activations import load_activations
+from axes_lib.artifacts import Artifacts, Step
 from axes_lib.calibration import calibration_answers, token_thresholds
 from axes_lib.directions import load_direction
 from axes_lib.figures import Plain, direction_discovery, layer_comparison, projection_histograms, save
-from axes_lib.io import load_tensors, read_jsonl, write_json, write_manifest
+from axes_lib.io import read_jsonl, write_json
 from axes_lib.metrics import project
 from axes_lib.models import load_model
 from axes_lib.splits import split_by_persona, split_by_query
 from axes_lib.validation import evaluate_layers, shuffled_null
 
-started = time.perf_counter()
-root = Path(artifacts_dir)
-responses = read_jsonl(root / "responses" / f"{model_key}_responses.jsonl")
+paths = Artifacts(artifacts_dir, model_key)
+step = Step(paths.manifest("evaluations"), dict(
+    model_key=model_key, holdout_frac=holdout_frac, seed=seed, n_boot=n_boot, n_perm=n_perm,
+    n_holdout_personas=n_holdout_personas, capping_percentile=capping_percentile, capping_band=capping_band))
+responses = read_jsonl(paths.responses)
 train, test = split_by_query(responses, holdout_frac=holdout_frac, seed=seed)  # the split of notebook 03
 fit, val = split_by_query(responses, holdout_frac=holdout_frac, seed=seed + 1, indices=train)
 p_train, p_test = split_by_persona(responses, n_holdout=n_holdout_personas, seed=seed)
@@ -68,30 +68,24 @@ print(f"persona split: train {len(p_train)}, test {len(p_test)}; held-out person
 
 
 # %%
-def rows_of(indices, rows):
-    position = {r: i for i, r in enumerate(rows)}
-    return [position[i] for i in indices if i in position]
-
-
 model, tokenizer = load_model(model_key)  # only for the capping thresholds (a teacher-forced pass)
 calibration = calibration_answers(responses, {responses[i]["query_id"] for i in train}, tokenizer, model_key)
 evaluations, nulls, panels = {}, {}, []
 for method in ("last_token", "response_mean"):
-    tensors, meta = load_tensors(root / "activations" / f"{model_key}_{method}.safetensors")
-    acts, rows = tensors["acts"], tensors["rows"].tolist()
-    layers = json.loads(meta["layers"])
-    is_assistant = np.array([responses[r]["kind"] == "assistant" for r in rows])
-    by_query = evaluate_layers(acts, is_assistant, rows_of(fit, rows), rows_of(test, rows), layers=layers,
-                               val_idx=rows_of(val, rows), n_boot=n_boot, seed=seed)
-    by_persona = evaluate_layers(acts, is_assistant, rows_of(p_train, rows), rows_of(p_test, rows), layers=layers,
+    stored = load_activations(paths.activations(method))
+    acts, rows_of, layers = stored.acts, stored.positions, stored.layers
+    is_assistant = np.array([responses[r]["kind"] == "assistant" for r in stored.rows])
+    by_query = evaluate_layers(acts, is_assistant, rows_of(fit), rows_of(test), layers=layers,
+                               val_idx=rows_of(val), n_boot=n_boot, seed=seed)
+    by_persona = evaluate_layers(acts, is_assistant, rows_of(p_train), rows_of(p_test), layers=layers,
                                  n_boot=n_boot, seed=seed)
-    nulls[method] = shuffled_null(acts, is_assistant, rows_of(fit, rows), rows_of(test, rows), layers=layers,
+    nulls[method] = shuffled_null(acts, is_assistant, rows_of(fit), rows_of(test), layers=layers,
                                   n_perm=n_perm, seed=seed)
     best = by_query["best_layer"]
     # Default capping settings for CappedModel: a band around the best layer, thresholds at a percentile
     # of the projections of every response token of the train assistant answers on the committed
     # direction (notebook 03, all train queries) -- the positions a cap acts on during generation.
-    direction = load_direction(root / "directions" / f"{model_key}_{method}.safetensors")
+    direction = load_direction(paths.direction(method))
     half = capping_band // 2
     band = [i for i in range(best - half, best - half + capping_band) if i in layers]
     thresholds = token_thresholds(model, tokenizer, *calibration, direction, band, [capping_percentile])[capping_percentile]
@@ -102,18 +96,14 @@ for method in ("last_token", "response_mean"):
                     "source": "projections of every response token of the assistant personas' train answers",
                     "thresholds": {str(k): v for k, v in thresholds.items()}},
     }
-    write_json(root / "evaluations" / f"direction_eval_{model_key}_{method}.json", evaluations[method])
+    write_json(paths.evaluation(method), evaluations[method])
     col = layers.index(best)
-    test_rows = rows_of(test, rows)
+    test_rows = rows_of(test)
     proj = project(acts[test_rows][:, [col]], {best: direction[best]}, layers=[best])[:, 0].numpy()
     panels.append({"method": method, "layer": best, "threshold": by_query["train"]["threshold"][col],
                    "assistant": proj[is_assistant[test_rows]], "other": proj[~is_assistant[test_rows]]})
 
-write_manifest(root / "evaluations" / f"{model_key}.manifest.json",
-               dict(model_key=model_key, holdout_frac=holdout_frac, seed=seed, n_boot=n_boot, n_perm=n_perm,
-                    n_holdout_personas=n_holdout_personas, capping_percentile=capping_percentile,
-                    capping_band=capping_band),
-               seconds=time.perf_counter() - started)
+step.done()
 
 # %% [markdown]
 # ## Separation by layer
@@ -123,7 +113,7 @@ write_manifest(root / "evaluations" / f"{model_key}.manifest.json",
 
 # %%
 fig = direction_discovery({m: e["query_split"] for m, e in evaluations.items()}, nulls)
-save(fig, root / "figures" / "direction_discovery.png")
+save(fig, paths.figure("direction_discovery"))
 fig
 
 # %%
@@ -159,7 +149,7 @@ pd.DataFrame(summary).set_index("method")
 # %%
 fig = layer_comparison({m: {"query_split": e["query_split"], "persona_split": e["persona_split"]}
                         for m, e in evaluations.items()})
-save(fig, root / "figures" / "layer_comparison.png")
+save(fig, paths.figure("layer_comparison"))
 fig
 
 # %% [markdown]
@@ -170,5 +160,5 @@ fig
 
 # %%
 fig = projection_histograms(panels)
-save(fig, root / "figures" / "projection_stats.png")
+save(fig, paths.figure("projection_stats"))
 fig

@@ -37,41 +37,36 @@ batch_size = 256  # rows per generate batch: several settings of the sweep at on
 artifacts_dir = "artifacts"
 resume = True  # False: regenerate every answer (make book FORCE=1); True reuses answers whose inputs are unchanged
 
-# %%
-import json
-import time
-
+# %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from axes_lib.artifacts import Artifacts, manifest_of
+from axes_lib.activations import load_activations
+from axes_lib.artifacts import Artifacts, Step, manifest_of
 from axes_lib.calibration import projection_sd
 from axes_lib.directions import load_direction
 from axes_lib.figures import Plain
 from axes_lib.interventions import Add
-from axes_lib.io import load_tensors, read_json, read_jsonl, write_manifest
+from axes_lib.io import read_json, read_jsonl
 from axes_lib.models import load_model, model_name
-from axes_lib.prompts import contrastive_prompts, load_personas, load_queries
+from axes_lib.prompts import contrastive_prompts, load_personas
+from axes_lib.splits import indices_in, queries_in
 from axes_lib.sweeps import Setting, response_projection, sweep
 
 model_name(model_key)
 if any(s < 0 for s in [*scales, *sd_scales]):
     raise ValueError(f"scales must be >= 0, got {scales} and {sd_scales}")
-started = time.perf_counter()
 paths = Artifacts(artifacts_dir, model_key)
 evaluation = read_json(paths.evaluation(method))
 direction = load_direction(paths.direction(method))
 split = read_json(paths.split)
 layers = [evaluation["best_layer"]] if layers is None else list(layers)
-holdout = [q for q in load_queries(100) if q.id in set(split["holdout_queries"])][:n_holdout_queries]  # categories interleaved
+holdout = queries_in(split, "holdout", n_holdout_queries)
 
 # The projection SD per steered layer, over all train prompts (the unit of `sd_scales`).
-tensors, meta = load_tensors(paths.activations(method))
-responses = read_jsonl(paths.responses)
-train_rows = [j for j, r in enumerate(tensors["rows"].tolist()) if responses[r]["query_id"] in set(split["train_queries"])]
-all_layers = json.loads(meta["layers"])
-sd = projection_sd(tensors["acts"][train_rows][:, [all_layers.index(i) for i in layers]], direction, layers)
+train = indices_in(read_jsonl(paths.responses), split, "train")
+sd = projection_sd(load_activations(paths.activations(method)).at(train, layers), direction, layers)
 print(f"steering layers {layers}; projection SD there: " + ", ".join(f"{k}: {v:.2f}" for k, v in sd.items()))
 
 mean_sd = float(np.mean(list(sd.values())))
@@ -81,19 +76,13 @@ settings += [Setting(f"add_sd:{k:g}", Add(direction, layers, scale={i: k * sd[i]
                      {"scale": float(k * mean_sd), "scale_sd": float(k), "unit": "sd"}) for k in sd_scales]
 
 # %%
-params = dict(model_key=model_key, method=method, layers=layers, scales=scales, sd_scales=sd_scales,
-              n_holdout_queries=n_holdout_queries, max_new_tokens=max_new_tokens)
 out_path, assistant_path = paths.sweep("additive"), paths.sweep("additive", assistant=True)
-manifest_path = manifest_of(out_path)
-if not resume:  # otherwise every answer whose inputs are unchanged (its fingerprint) is reused
-    for path in (out_path, assistant_path):
-        path.unlink(missing_ok=True)
-write_manifest(manifest_path, params, seconds=0.0, complete=False)
-
+step = Step(manifest_of(out_path), dict(model_key=model_key, method=method, layers=layers, scales=scales,
+                                        sd_scales=sd_scales, n_holdout_queries=n_holdout_queries,
+                                        max_new_tokens=max_new_tokens),
+            outputs=[out_path, assistant_path], resume=resume)  # resume: answers with unchanged inputs are reused
 model, tokenizer = load_model(model_key)
-personas = load_personas()
-records = [{**r, "id": f"{r['persona']}/{r['query_id']}"}
-           for r in contrastive_prompts(holdout, personas, model_type=model_key, tokenizer=tokenizer)]
+records = contrastive_prompts(holdout, load_personas(), model_type=model_key, tokenizer=tokenizer)
 others = [r for r in records if r["kind"] != "assistant"]
 assistants = [r for r in records if r["kind"] == "assistant"]
 rows = sweep(model, tokenizer, others, settings, out_path, max_new_tokens, batch_size)
@@ -120,8 +109,7 @@ table = (frame[frame.setting != "assistant"].groupby(["unit", "scale", "scale_sd
          .agg(["mean", "std", "count"]).reset_index())
 table["empty answers"] = frame[frame.setting != "assistant"].groupby(["unit", "scale", "scale_sd"], sort=True)[
     "response"].apply(lambda s: int((s.str.strip() == "").sum())).values
-write_manifest(manifest_path, params, seconds=time.perf_counter() - started, complete=True,
-               n_answers=len(rows), projection_sd=sd, assistant_projection_mean=float(assistant_mean))
+step.done(n_answers=len(rows), projection_sd=sd, assistant_projection_mean=float(assistant_mean))
 glue("add_layers", Plain(", ".join(map(str, layers))), display=False)
 glue("add_sd", round(float(np.mean(list(sd.values()))), 2), display=False)
 glue("add_assistant_projection", round(float(assistant_mean), 2), display=False)

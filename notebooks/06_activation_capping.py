@@ -38,27 +38,25 @@ batch_size = 256  # rows per generate batch: several settings of the sweep at on
 artifacts_dir = "artifacts"
 resume = True  # False: regenerate every answer (make book FORCE=1); True reuses answers whose inputs are unchanged
 
-# %%
-import time
-
+# %% tags=["hide-input"]
 import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from axes_lib.artifacts import Artifacts, manifest_of
+from axes_lib.artifacts import Artifacts, Step, manifest_of
 from axes_lib.calibration import calibration_answers, token_thresholds
 from axes_lib.directions import load_direction
 from axes_lib.figures import Plain
 from axes_lib.interventions import Cap
-from axes_lib.io import read_json, read_jsonl, write_json, write_manifest
+from axes_lib.io import read_json, read_jsonl, write_json
 from axes_lib.models import load_model, model_name
-from axes_lib.prompts import contrastive_prompts, load_personas, load_queries
+from axes_lib.prompts import contrastive_prompts, load_personas
+from axes_lib.splits import queries_in
 from axes_lib.sweeps import Setting, response_projection, sweep
 
 model_name(model_key)
 if not percentiles or any(not 0 <= q <= 100 for q in percentiles):
     raise ValueError(f"percentiles must lie in [0, 100], got {percentiles}")
-started = time.perf_counter()
 paths = Artifacts(artifacts_dir, model_key)
 evaluation = read_json(paths.evaluation(method))
 direction = load_direction(paths.direction(method))
@@ -74,7 +72,7 @@ for name, band in bands.items():
     bad = [i for i in band if i not in all_layers]
     if bad or not band:
         raise ValueError(f"band {name!r}: layers {bad or band} not available (model has {n_layers} layers)")
-holdout = [q for q in load_queries(100) if q.id in set(split["holdout_queries"])][:n_holdout_queries]  # categories interleaved
+holdout = queries_in(split, "holdout", n_holdout_queries)
 
 # Thresholds per band and percentile: percentiles of the projections of every response token of the
 # assistant personas' train answers (step 4's recipe), the positions a cap acts on.
@@ -93,17 +91,11 @@ for name, band in bands.items():
 pd.DataFrame([{"band": n, "layers": ", ".join(map(str, b))} for n, b in bands.items()])
 
 # %%
-params = dict(model_key=model_key, method=method, percentiles=percentiles, bands=bands, n_holdout_queries=n_holdout_queries,
-              max_new_tokens=max_new_tokens)
 out_path, assistant_path = paths.sweep("capping"), paths.sweep("capping", assistant=True)
-manifest_path = manifest_of(out_path)
-if not resume:  # otherwise every answer whose inputs are unchanged (its fingerprint) is reused
-    for path in (out_path, assistant_path):
-        path.unlink(missing_ok=True)
-write_manifest(manifest_path, params, seconds=0.0, complete=False)
-
-records = [{**r, "id": f"{r['persona']}/{r['query_id']}"}
-           for r in contrastive_prompts(holdout, load_personas(), model_type=model_key, tokenizer=tokenizer)]
+step = Step(manifest_of(out_path), dict(model_key=model_key, method=method, percentiles=percentiles, bands=bands,
+                                        n_holdout_queries=n_holdout_queries, max_new_tokens=max_new_tokens),
+            outputs=[out_path, assistant_path], resume=resume)  # resume: answers with unchanged inputs are reused
+records = contrastive_prompts(holdout, load_personas(), model_type=model_key, tokenizer=tokenizer)
 others = [r for r in records if r["kind"] != "assistant"]
 assistants = [r for r in records if r["kind"] == "assistant"]
 rows = sweep(model, tokenizer, others, settings, out_path, max_new_tokens, batch_size)
@@ -171,7 +163,7 @@ write_json(paths.capping_summary(method),
            {"bands": bands, "uncapped_projection": uncapped_mean, "assistant_projection": assistant_mean,
             "measure_layers": measure_layers, "summary": summary.to_dict(orient="records"),
             "assistant_unchanged": unchanged})
-write_manifest(manifest_path, params, seconds=time.perf_counter() - started, complete=True, n_answers=len(every))
+step.done(n_answers=len(every))
 pd.Series(unchanged, name="assistant answers unchanged").to_frame()
 
 # %% [markdown]

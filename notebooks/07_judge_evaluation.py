@@ -40,15 +40,13 @@ batch_size = 32
 artifacts_dir = "artifacts"
 resume = True  # False: judge everything again (Claude's own cache still answers without new requests)
 
-# %%
-import time
-from pathlib import Path
-
+# %% tags=["hide-input"]
 import pandas as pd
 from myst_nb import glue
 
+from axes_lib.artifacts import Artifacts, Step
 from axes_lib.figures import Plain, judged_curves, save
-from axes_lib.io import read_jsonl, write_json, write_manifest
+from axes_lib.io import read_jsonl, write_json
 from axes_lib.judge import (
     OfflineJudge,
     agreement,
@@ -68,11 +66,14 @@ if judge_kind not in ("auto", "offline", "claude"):
     raise ValueError(f"judge_kind must be 'auto', 'offline' or 'claude', got {judge_kind!r}")
 if coherence_margin < 0:
     raise ValueError(f"coherence_margin must be >= 0, got {coherence_margin}")
-started = time.perf_counter()
-root = Path(artifacts_dir)
+paths = Artifacts(artifacts_dir, model_key)
+root = paths.root
+step = Step(root / "evaluations" / f"judge_{model_key}.manifest.json", dict(
+    model_key=model_key, judge_kind=judge_kind, claude_model=claude_model, coherence_margin=coherence_margin,
+    n_validation=n_validation, n_reference=n_reference, n_boot=n_boot))
 answers = {}
 for name in ("additive", "additive_assistant", "capping", "capping_assistant"):
-    path = root / "responses" / f"{model_key}_{name}.jsonl"
+    path = paths.sweep(name.removesuffix("_assistant"), assistant=name.endswith("_assistant"))
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run notebook {'05' if 'add' in name else '06'} with "
                                 f"model_key={model_key!r} first")
@@ -135,15 +136,15 @@ pd.Series(co_val["examples"], name="text").to_frame()
 # `artifacts/evaluations/judge_{model}_{judge}.jsonl` and reused by later runs.
 
 # %%
-store = root / "evaluations" / f"judge_{model_key}_{'claude' if is_claude else 'offline'}.jsonl"
+store = paths.judgements("claude" if is_claude else "offline")
 if not resume:
     store.unlink(missing_ok=True)
 every = [r for rows in answers.values() for r in rows]
-judge_started = time.perf_counter()
+judge_started = step.seconds
 # Claude gets every answer in one call, so that a large sweep goes through the Message Batches API (its
 # own cache keeps each finished judgement); the offline judge works in chunks, each stored as it ends.
 judged = judge_rows(judge, every, store, chunk_size=len(every) if is_claude else 128)
-judge_seconds = time.perf_counter() - judge_started
+judge_seconds = step.seconds - judge_started
 frame = pd.DataFrame(judged)
 n_missing = int(frame["assistant_likeness"].isna().sum())
 if n_missing == len(frame):
@@ -178,7 +179,7 @@ fig = judged_curves([
     {"title": "scale in projection SDs", "xlabel": "scale (SD of projections)", "x": "scale_sd", "rows": sd_rows,
      "baseline": baseline, "reference": reference, "sweet_spot": sweet_sd and sweet_sd["scale_sd"]},
 ], title=f"Additive steering, judged by {judge.id}")
-save(fig, root / "figures" / "steering_evaluation.png")
+save(fig, paths.figure("steering_evaluation"))
 largest = max(raw, key=lambda s: s["scale"])
 glue("add_baseline_al", round(baseline["assistant_likeness"], 1), display=False)
 glue("add_baseline_coh", round(baseline["coherence"], 1), display=False)
@@ -224,7 +225,7 @@ for band in bands:
                    "xlabel": "threshold percentile", "x": "percentile", "rows": rows_, "baseline": cap_baseline,
                    "reference": cap_reference, "sweet_spot": mark})
 fig = judged_curves(panels, title=f"Activation capping, judged by {judge.id}")
-save(fig, root / "figures" / "capping_evaluation.png")
+save(fig, paths.figure("capping_evaluation"))
 glue("cap_baseline_al", round(cap_baseline["assistant_likeness"], 1), display=False)
 glue("cap_baseline_coh", round(cap_baseline["coherence"], 1), display=False)
 glue("cap_sweet_setting", Plain(cap_sweet["setting"]), display=False)
@@ -251,7 +252,7 @@ pd.DataFrame(cap_assistant).round(2)
 
 # %%
 if is_claude:
-    offline_judged = judge_rows(offline, every, root / "evaluations" / f"judge_{model_key}_offline.jsonl")
+    offline_judged = judge_rows(offline, every, paths.judgements("offline"))
     distinct = unique_texts(judged)  # equal answers (e.g. the unsteered baselines of 05 and 06) count once
     agree = agreement(scores_of([judged[i] for i in distinct]), scores_of([offline_judged[i] for i in distinct]))
     text = (f"Spearman ρ {agree['assistant_likeness']['spearman']:.2f} on assistant-likeness and "
@@ -272,10 +273,5 @@ write_json(root / "evaluations" / f"judge_evaluation_{model_key}.json", {
                 "assistant_under_cap": cap_assistant},
     "agreement": agree,
 })
-write_manifest(root / "evaluations" / f"judge_{model_key}.manifest.json",
-               dict(model_key=model_key, judge_kind=judge_kind, claude_model=claude_model,
-                    coherence_margin=coherence_margin, n_validation=n_validation, n_reference=n_reference,
-                    n_boot=n_boot),
-               seconds=time.perf_counter() - started, complete=True, judge=judge.id, n_answers=len(frame),
-               n_missing=n_missing, judge_seconds=round(judge_seconds, 1))
+step.done(judge=judge.id, n_answers=len(frame), n_missing=n_missing, judge_seconds=round(judge_seconds, 1))
 glue("judge_seconds", round(judge_seconds), display=False)

@@ -40,42 +40,31 @@ live = False  # True (in Jupyter, with a kernel): also show the live ipywidgets 
 artifacts_dir = "artifacts"
 overwrite = False
 
-# %%
-import json
-import time
-from pathlib import Path
-
+# %% tags=["hide-input"]
 import pandas as pd
 from IPython.display import HTML, display
 from myst_nb import glue
 
-from axes_lib.activations import token_projections
+from axes_lib.activations import load_activations, token_projections
+from axes_lib.artifacts import Artifacts, Step, manifest_of
 from axes_lib.calibration import calibration_answers, projection_sd, quantile_thresholds
 from axes_lib.demo import build_grid, live_demo, slider_html, slider_page
 from axes_lib.directions import load_direction
 from axes_lib.interventions import Add, Cap
-from axes_lib.io import (
-    atomic_write_text,
-    claim_artifacts,
-    load_tensors,
-    read_json,
-    read_jsonl,
-    write_json,
-    write_manifest,
-)
+from axes_lib.io import atomic_write_text, claim_artifacts, read_json, read_jsonl, write_json
 from axes_lib.models import load_model, model_name
-from axes_lib.prompts import load_personas, load_queries
+from axes_lib.prompts import load_personas
+from axes_lib.splits import indices_in, queries_in
 
 model_name(model_key)
 if any(s < 0 for s in add_scales_sd):
     raise ValueError(f"add_scales_sd must be >= 0, got {add_scales_sd}")
 if any(q is not None and not 0 <= q <= 100 for q in cap_percentiles):
     raise ValueError(f"cap_percentiles must be None or lie in [0, 100], got {cap_percentiles}")
-started = time.perf_counter()
-root = Path(artifacts_dir)
-evaluation = read_json(root / "evaluations" / f"direction_eval_{model_key}_{method}.json")
-direction = load_direction(root / "directions" / f"{model_key}_{method}.safetensors")
-split = read_json(root / "evaluations" / f"{model_key}_split.json")
+paths = Artifacts(artifacts_dir, model_key)
+evaluation = read_json(paths.evaluation(method))
+direction = load_direction(paths.direction(method))
+split = read_json(paths.split)
 add_layers = [evaluation["best_layer"]]
 cap_layers = list(evaluation["capping"]["layers"])
 
@@ -91,7 +80,7 @@ else:
     chosen = [by_name[n] for n in personas]
 
 # Queries: held-out ones (never used to fit the direction), one category after another.
-holdout = [q for q in load_queries() if q.id in set(split["holdout_queries"])]
+holdout = queries_in(split, "holdout")
 by_category: dict[str, list] = {}
 for q in holdout:
     by_category.setdefault(q.category, []).append(q)
@@ -101,12 +90,9 @@ queries = interleaved[:n_demo_queries]
 
 # Units: the projection SD at the steered layer (as in step 5) and capping thresholds at percentiles of
 # the projections of every response token of the assistant personas' train answers (as in steps 4 and 6).
-tensors, meta = load_tensors(root / "activations" / f"{model_key}_{method}.safetensors")
-responses = read_jsonl(root / "responses" / f"{model_key}_responses.jsonl")
-all_layers = json.loads(meta["layers"])
-train_rows = [j for j, r in enumerate(tensors["rows"].tolist()) if responses[r]["query_id"] in set(split["train_queries"])]
-sd = projection_sd(tensors["acts"][train_rows][:, [all_layers.index(i) for i in add_layers]], direction, add_layers)
-del tensors
+responses = read_jsonl(paths.responses)
+sd = projection_sd(load_activations(paths.activations(method)).at(indices_in(responses, split, "train"), add_layers),
+                   direction, add_layers)
 model, tokenizer = load_model(model_key)
 calibration = calibration_answers(responses, split["train_queries"], tokenizer, model_key)
 token_proj = token_projections(model, tokenizer, *calibration, direction, cap_layers, batch_size=batch_size)
@@ -137,12 +123,10 @@ pd.DataFrame([
 # %%
 params = dict(model_key=model_key, method=method, personas=[p.name for p in chosen], queries=[q.id for q in queries],
               add_scales_sd=add_scales_sd, cap_percentiles=cap_percentiles, max_new_tokens=max_new_tokens)
-demo_dir = root / "demo"
-grid_path = demo_dir / f"{model_key}_grid.json"
-manifest_path = demo_dir / f"{model_key}_grid.manifest.json"
+grid_path = paths.demo
+manifest_path = manifest_of(grid_path)
 claim_artifacts(manifest_path, params, overwrite=overwrite)  # refuses to replace a grid made with other parameters
-
-grid_started = time.perf_counter()
+step = Step(manifest_path, params)
 modes = {
     "add": [(f"+{k:g} SD" if k else "0 (off)", Add(direction, add_layers, scale=scale))
             for k, scale in zip(add_scales_sd, add_scales)],
@@ -154,13 +138,12 @@ grid = build_grid(
     metadata={"model": model_key, "method": method, "projection_sd": {str(k): v for k, v in sd.items()},
               "cap_percentiles": cap_percentiles},
 )
-grid_seconds = time.perf_counter() - grid_started
+grid_seconds = step.seconds
 n_answers = len(chosen) * len(queries) * (1 + len(add_scales_sd) + sum(q is not None for q in cap_percentiles))
 write_json(grid_path, grid)
-page_path = atomic_write_text(demo_dir / f"{model_key}_slider.html",
+page_path = atomic_write_text(grid_path.with_name(f"{paths.stem}_slider.html"),
                               slider_page(grid, title=f"Steering demo — {model_key}, {method} direction"))
-write_manifest(manifest_path, params, seconds=time.perf_counter() - started, grid_seconds=grid_seconds,
-               n_generated=n_answers, files=[grid_path.name, page_path.name])
+step.done(grid_seconds=grid_seconds, n_generated=n_answers, files=[grid_path.name, page_path.name])
 glue("demo_n_personas", len(chosen), display=False)
 glue("demo_n_queries", len(queries), display=False)
 glue("demo_n_answers", n_answers, display=False)

@@ -88,7 +88,7 @@ def test_directions_and_evaluations(smoke):
         assert evaluation["capping"]["layers"] and set(evaluation["capping"]["thresholds"]) == {
             str(i) for i in evaluation["capping"]["layers"]}
     for figure in ("direction_discovery", "layer_comparison", "projection_stats"):
-        assert (smoke / "artifacts/figures" / f"{figure}.png").stat().st_size > 10_000
+        _drawn(smoke / "artifacts/figures" / f"{figure}.png")
 
 
 def test_no_query_in_train_and_holdout(smoke):
@@ -122,10 +122,13 @@ def test_judge_scores_every_answer(smoke):
     manifest = json.loads((art / "evaluations" / f"judge_{KEY}.manifest.json").read_text())
     assert manifest["complete"] and manifest["n_answers"] == len(answers) and manifest["n_missing"] == 0
     summary = json.loads((art / "evaluations" / f"judge_evaluation_{KEY}.json").read_text())
-    assert 0 <= summary["validation"]["assistant_likeness"]["auroc"] <= 1
+    likeness = summary["validation"]["assistant_likeness"]
+    assert likeness["auroc_ci95"][0] <= likeness["auroc"] <= likeness["auroc_ci95"][1]
+    # the AUROC agrees with the per-persona means it was computed from: assistant answers score higher on average
+    assert (likeness["auroc"] > 0.5) == (likeness["mean_assistant"] > likeness["mean_non_assistant"])
     assert (art / "judgements" / f"offline_{KEY}_coherence.json").is_file()
     for figure in ("steering_evaluation", "capping_evaluation"):
-        assert (art / "figures" / f"{figure}.png").stat().st_size > 10_000
+        _drawn(art / "figures" / f"{figure}.png")
     glued = _glued(smoke / "book/07_judge_evaluation.ipynb")
     assert glued["judge_name"] == "the offline judge" and "only the offline judge ran" in glued["judge_agreement"]
     for key in ("offline_auroc", "coherence_normal", "coherence_shuffled_words", "add_sweet_scale", "cap_sweet_setting"):
@@ -153,17 +156,38 @@ def test_resume_keeps_finished_rows(smoke, tmp_path):
     assert len(rows) == len({(r["persona"], r["query_id"]) for r in rows}) == len(lines)
 
 
-def test_other_parameters_do_not_overwrite(smoke, tmp_path):
+def test_changed_parameters_regenerate_and_unchanged_reuse(smoke, tmp_path):
+    """Notebook 01 with another generation setting regenerates every answer (none is served stale); run again
+    with the same setting, it generates nothing and leaves the file as it was."""
     import jupytext
     import papermill as pm
 
     art = tmp_path / "artifacts"
     shutil.copytree(smoke / "artifacts" / "responses", art / "responses")
-    params = SMOKE | {"artifacts_dir": str(art), "max_new_tokens": 9}
+    path = art / "responses" / f"{KEY}_responses.jsonl"
+    before = [json.loads(x) for x in path.open()]
     nb = tmp_path / "01.ipynb"
     jupytext.write(jupytext.read(ROOT / "notebooks/01_contrastive_data.py"), nb)
-    before = (art / "responses" / f"{KEY}_responses.jsonl").read_bytes()
-    with pytest.raises(pm.PapermillExecutionError, match="other parameters"):
-        pm.execute_notebook(nb, tmp_path / "out.ipynb", parameters=params, kernel_name="python3", cwd=str(ROOT),
-                            progress_bar=False)
-    assert (art / "responses" / f"{KEY}_responses.jsonl").read_bytes() == before
+
+    def run():
+        pm.execute_notebook(nb, tmp_path / "out.ipynb", parameters=SMOKE | {"artifacts_dir": str(art), "max_new_tokens": 4},
+                            kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+
+    run()
+    after = [json.loads(x) for x in path.open()]
+    assert [r["id"] for r in after] == [r["id"] for r in before]
+    assert not {r["fingerprint"] for r in after} & {r["fingerprint"] for r in before}
+    shorter = sum(len(a["response"]) < len(b["response"]) for a, b in zip(after, before))
+    assert shorter > len(before) // 2  # 4 tokens instead of 8: most answers are shorter
+    stamp = path.stat().st_mtime_ns, path.read_bytes()
+    run()
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == stamp
+
+
+def _drawn(path):
+    """A figure that was really drawn: a readable PNG of a plausible size that is not one flat colour."""
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) >= 200, image.shape
+    assert float(image[..., :3].std()) > 0.02
