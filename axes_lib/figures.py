@@ -23,6 +23,7 @@ __all__ = [
     "Plain",
     "direction_discovery",
     "direction_overview",
+    "gold_scatter",
     "judged_curves",
     "layer_comparison",
     "norm_by_layer",
@@ -171,6 +172,27 @@ def judged_curves(panels: Sequence[Mapping[str, Any]], title: str) -> Figure:
                 Line2D([], [], color="grey", ls="--", lw=0.8, label="assistant personas' answers"),
                 Line2D([], [], color="k", ls="--", lw=0.8, marker="*", ms=10, mfc="w", label="sweet spot")]
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+def gold_scatter(rows: Sequence[Mapping[str, Any]], scores: Sequence[Any], title: str, seed: int = 0) -> Figure:
+    """A judge's scores (`Score` objects) against the gold labels of the same answers, one panel per scale,
+    coloured by the labeller's failure kind; integer labels are jittered so ties stay visible."""
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    rng = np.random.default_rng(seed)
+    kinds = sorted({r["failure"] for r in rows})
+    palette = dict(zip(kinds, ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")))
+    for ax, scale in zip(axes, ("assistant_likeness", "coherence")):
+        for kind in kinds:
+            pick = [(r[scale], getattr(s, scale)) for r, s in zip(rows, scores) if r["failure"] == kind]
+            gold = np.array([g for g, _ in pick], dtype=float) + rng.uniform(-0.25, 0.25, len(pick))
+            ax.scatter(gold, [j for _, j in pick], s=14, alpha=0.75, color=palette[kind], label=kind.replace("_", " "))
+        ax.plot([0, 10], [0, 10], color="grey", lw=0.8, ls=":")
+        ax.set(xlabel=f"gold label ({scale.replace('_', '-')})", ylabel="judge score", xlim=(-0.6, 10.6),
+               ylim=(-0.3, 10.3), title=scale.replace("_", "-"))
+    axes[1].legend(title="labelled failure", fontsize=8, title_fontsize=8, loc="upper left")
     fig.suptitle(title)
     return fig
 

@@ -15,7 +15,7 @@ import torch
 from axes_lib.directions import check_acts, layer_labels, unit
 
 __all__ = ["ASSISTANT_KIND", "ArrayLike", "accuracy", "auroc", "auroc_interval", "balanced_accuracy", "bootstrap_ci",
-           "cohens_d", "fit_threshold", "mean_ci", "project", "projection_stats"]
+           "cohens_d", "fit_threshold", "grouped_interval", "mean_ci", "project", "projection_stats", "spearman"]
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float]
 
@@ -251,28 +251,40 @@ def auroc(positive: ArrayLike, negative: ArrayLike) -> float:
     return float(roc_auc_score(np.r_[np.ones(pos.size), np.zeros(neg.size)], np.r_[pos, neg]))
 
 
+def grouped_interval(
+    stat: Callable[[np.ndarray], float], groups: Sequence[Any], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `stat(rows)` (rows: indices of the items drawn), resampling whole groups
+    (e.g. queries: the answers to one query share its topic, so they are not independent draws)."""
+    _check_boot(n_boot, alpha)
+    group = np.asarray(groups)
+    members = [np.flatnonzero(group == g) for g in sorted(set(group.tolist()))]
+
+    def draws(idx: np.ndarray) -> list[float]:
+        return [stat(np.concatenate([members[i] for i in draw])) for draw in idx]
+
+    low, high = _interval(_resample(draws, (len(members),), n_boot, 1, np.random.default_rng(seed)), alpha)
+    return float(low[0]), float(high[0])
+
+
 def auroc_interval(
     positive: Sequence[bool], scores: ArrayLike, groups: Sequence[Any], n_boot: int = 1000, alpha: float = 0.05,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the AUROC of `scores` for `positive`, resampling whole groups (queries):
-    the answers to one query share its topic, so they are not independent draws. Resamples with one class only are skipped."""
-    _check_boot(n_boot, alpha)
+    """Percentile bootstrap interval of the AUROC of `scores` for `positive`, resampling whole groups (queries).
+    Resamples with one class only are skipped."""
     pos, x = np.asarray(positive, dtype=bool), _np(scores)
-    group = np.asarray(groups)
-    if not len(pos) == len(x) == len(group):
-        raise ValueError(f"got {len(pos)} labels, {len(x)} scores and {len(group)} groups: need one of each per item")
-    members = [np.flatnonzero(group == g) for g in sorted(set(group.tolist()))]
-
-    def stat(idx: np.ndarray) -> list[float]:
-        out = []
-        for draw in idx:
-            rows = np.concatenate([members[i] for i in draw])
-            out.append(auroc(x[rows][pos[rows]], x[rows][~pos[rows]]))
-        return out
-
-    low, high = _interval(_resample(stat, (len(members),), n_boot, 1, np.random.default_rng(seed)), alpha)
-    return float(low[0]), float(high[0])
+    if not len(pos) == len(x) == len(groups):
+        raise ValueError(f"got {len(pos)} labels, {len(x)} scores and {len(groups)} groups: need one of each per item")
+    return grouped_interval(lambda rows: auroc(x[rows][pos[rows]], x[rows][~pos[rows]]), groups, n_boot, alpha, seed)
 
 
+def spearman(a: ArrayLike, b: ArrayLike) -> float:
+    """Spearman rank correlation (scipy); NaN when either side is constant or there are fewer than 3 pairs."""
+    from scipy.stats import spearmanr
+
+    x, y = _np(a).reshape(-1), _np(b).reshape(-1)
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
 # --------------------------------------------------------------------------------------------- splits

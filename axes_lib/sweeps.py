@@ -7,6 +7,7 @@ the generation code changed regenerates exactly the rows it affects.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed not
 from axes_lib.activations import extract
 from axes_lib.generation import GENERATION_VERSION, generate
 from axes_lib.interventions import Intervention, SteeringStats
-from axes_lib.io import append_jsonl, read_jsonl, write_jsonl
+from axes_lib.io import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from axes_lib.metrics import project
 from axes_lib.resume import fingerprint, model_identity
 
@@ -67,7 +68,8 @@ def sweep(
     """An answer for every record (needs "id" and "prompt") under every setting, kept in `out_path`.
 
     Rows already there are reused when their fingerprint matches the current inputs, and regenerated
-    otherwise; rows of settings or records no longer asked for are dropped. Each `generate` call takes
+    otherwise (a setting's values are compared with those recorded beside the sweep up to float noise,
+    `RTOL` and `UNIT_ATOL`, since upstream steps recompute them at every build); rows of settings or records no longer asked for are dropped. Each `generate` call takes
     `chunk` rows (default `batch_size`), several settings together (each prompt steered by its own), and
     its answers are appended when it is done, so an interrupted sweep resumes. Returns the rows in settings x records order, which is
     also the order of the file when the sweep ends.
@@ -76,7 +78,7 @@ def sweep(
     out_path = Path(out_path)
     producer = fingerprint({"max_new_tokens": max_new_tokens, "do_sample": False, "code": GENERATION_VERSION},
                            model_identity(model))
-    meaning = {s.label: None if s.intervention is None else s.intervention.describe() for s in settings}
+    meaning = _meanings(settings, out_path)
     want = {(s.label, r["id"]): fingerprint(r["prompt"], meaning[s.label], producer) for s in settings for r in records}
     stored = read_jsonl(out_path) if out_path.exists() else []
     have = {(row["setting"], row["id"]): row for row in stored
@@ -96,19 +98,76 @@ def sweep(
         bar.update(len(pairs))
     bar.close()
     rows = [have[key] for key in want]
+    # What a row records beside its answer (record fields, setting info) may change without changing the
+    # answer: refresh it on reused rows, so no row carries a stale description either.
+    described = {(s.label, r["id"]): _description(s, r) for s in settings for r in records}
+    for i, row in enumerate(rows):
+        fresh = described[row["setting"], row["id"]]
+        if any(row.get(k) != v for k, v in fresh.items()):
+            rows[i] = {**row, **fresh}
     if len(stored) == len(rows) and all(a is b for a, b in zip(stored, rows)):
         return rows
     write_jsonl(out_path, rows)  # without stale or extra rows, in sweep order
     return read_jsonl(out_path)  # as JSON has them (layer keys as strings), like a resumed sweep's
 
 
+#: Upstream steps recompute directions, scales and thresholds at every build; across machines they differ
+#: at float-rounding level. A setting whose values are this close to the recorded ones is the same setting.
+RTOL, UNIT_ATOL = 1e-4, 1e-5
+
+
+def _values(item: Intervention) -> dict[str, Any]:
+    return {"strength": {str(k): v for k, v in item.strength.items()},
+            "units": {str(k): v.tolist() for k, v in item.units.items()}}
+
+
+def _same(old: Mapping[str, Any], item: Intervention) -> bool:
+    """Whether `item` is the recorded intervention up to float noise (same kind and layers, close values)."""
+    now = item.describe()
+    if {k: old["describe"].get(k) for k in ("kind", "layers")} != {k: now[k] for k in ("kind", "layers")}:
+        return False
+    values = _values(item)
+    if set(old["values"]["strength"]) != set(values["strength"]):
+        return False
+    return all(np.allclose(old["values"]["strength"][k], values["strength"][k], rtol=RTOL, atol=1e-6)
+               and np.allclose(old["values"]["units"][k], values["units"][k], rtol=0, atol=UNIT_ATOL)
+               for k in values["strength"])
+
+
+def _meanings(settings: Sequence[Setting], out_path: Path) -> dict[str, dict[str, Any] | None]:
+    """What each setting does, as its rows' fingerprints record it: the description recorded beside the sweep
+    (`<name>.settings.json`) when the setting still does that up to float noise, else its own (recorded now)."""
+    side = out_path.with_name(out_path.stem + ".settings.json")
+    recorded = read_json(side) if side.is_file() else {}
+    record, out = {}, {}
+    for s in settings:
+        if s.intervention is None:
+            out[s.label] = None
+            continue
+        old = recorded.get(s.label)
+        if old is not None and _same(old, s.intervention):
+            record[s.label] = old
+        else:
+            record[s.label] = {"describe": s.intervention.describe(), "values": _values(s.intervention)}
+        out[s.label] = record[s.label]["describe"]
+    if record != recorded and record:
+        write_json(side, record)
+    return out
+
+
+def _description(setting: Setting, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything a row records beside the answer, its statistics and its fingerprint (JSON-normalised)."""
+    item = setting.intervention
+    return json.loads(json.dumps({**{k: v for k, v in record.items() if k != "prompt"}, "setting": setting.label,
+                                  "mode": "none" if item is None else item.kind,
+                                  "layers": [] if item is None else item.layers, **setting.info}, default=str))
+
+
 def _row(setting: Setting, record: Mapping[str, Any], answer: str, stats: Mapping[Intervention, SteeringStats],
          key: str) -> dict[str, Any]:
     item = setting.intervention
-    return {**{k: v for k, v in record.items() if k != "prompt"}, "setting": setting.label,
-            "mode": "none" if item is None else item.kind, "layers": [] if item is None else item.layers,
-            **setting.info, "response": answer, "stats": {} if item is None else stats[item].summary(),
-            "fingerprint": key}
+    return {**_description(setting, record), "response": answer,
+            "stats": {} if item is None else stats[item].summary(), "fingerprint": key}
 
 
 def _fill(todo: list[tuple[int, list[Any]]], rows: int) -> list[list[tuple[int, list[Any]]]]:

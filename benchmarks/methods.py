@@ -6,13 +6,12 @@ quantity agree. axes_lib itself is called directly from `run.py`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from axes_lib.batching import pad
+from axes_lib.batching import TokenSeq, batches, pad
 from axes_lib.models import base_model
 
 
@@ -20,28 +19,13 @@ def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:
-    """Indices in length-sorted batches bounded in prompts and in padded tokens (axes_lib's rule, no prefix sharing)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        if current and (len(current) >= batch_size or lengths[i] * (len(current) + 1) > max_tokens):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
 def padded_batches(token_ids: list[list[int]], batch_size: int, max_tokens: int, pad_id: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Right-padded (input_ids, attention_mask) CPU tensors for the length-sorted batches (built before timing).
 
     The floor keeps its own batching rule (length-sorted, no shared prefixes): it times a bare forward of
     every prompt in full, the reference the library's prefix sharing is compared against."""
-    return [pad([token_ids[i] for i in batch], pad_id, "right")
-            for batch in length_sorted_batches([len(t) for t in token_ids], batch_size, max_tokens)]
+    seqs = [TokenSeq(i, list(ids), len(ids) - 1, len(ids)) for i, ids in enumerate(token_ids)]  # no shared prefixes
+    return [pad([seq.ids for seq in batch], pad_id, "right") for batch in batches(seqs, batch_size, max_tokens)]
 
 
 @torch.inference_mode()

@@ -33,32 +33,36 @@ model_key = "smollm2"
 judge_kind = "auto"  # auto: Claude when an API key is configured, else offline; or "offline" / "claude"
 claude_model = None  # None: the default of axes_lib.judge
 coherence_margin = 1.0  # sweet spot: mean coherence at most this many points below the unsteered answers
-n_validation = 60  # held-out answers (each also broken three ways) for the coherence check
-n_reference = 150  # train answers whose features anchor the coherence scale (None: all of them)
+n_validation = 60  # held-out answers, each also broken every way steering breaks text, for the synthetic check
 n_boot = 1000
 batch_size = 32
 artifacts_dir = "artifacts"
 resume = True  # False: judge everything again (Claude's own cache still answers without new requests)
 
 # %% tags=["hide-input"]
+import numpy as np
 import pandas as pd
 from myst_nb import glue
 
 from axes_lib.artifacts import Artifacts, Step
-from axes_lib.figures import Plain, judged_curves, save
+from axes_lib.figures import Plain, gold_scatter, judged_curves, save
 from axes_lib.io import read_jsonl, write_json
 from axes_lib.judge import (
+    Item,
     OfflineJudge,
     agreement,
     available_claude_key,
     default_judge,
     judge_rows,
     means,
+    query_halves,
+    query_mean,
     scores_of,
     summarise,
     sweet_spot,
     unique_texts,
 )
+from axes_lib.judge.repetition import loop_coverage
 from axes_lib.models import model_name
 
 model_name(model_key)
@@ -70,7 +74,7 @@ paths = Artifacts(artifacts_dir, model_key)
 root = paths.root
 step = Step(root / "evaluations" / f"judge_{model_key}.manifest.json", dict(
     model_key=model_key, judge_kind=judge_kind, claude_model=claude_model, coherence_margin=coherence_margin,
-    n_validation=n_validation, n_reference=n_reference, n_boot=n_boot))
+    n_validation=n_validation, n_boot=n_boot))
 answers = {}
 for name in ("additive", "additive_assistant", "capping", "capping_assistant"):
     path = paths.sweep(name.removesuffix("_assistant"), assistant=name.endswith("_assistant"))
@@ -79,7 +83,7 @@ for name in ("additive", "additive_assistant", "capping", "capping_assistant"):
                                 f"model_key={model_key!r} first")
     answers[name] = [{**r, "source": name} for r in read_jsonl(path)]
 
-offline = OfflineJudge(model_key, root, n_reference=n_reference, batch_size=batch_size)  # validated below
+offline = OfflineJudge(model_key, root, batch_size=batch_size)  # validated below
 is_claude = judge_kind == "claude" or (judge_kind == "auto" and available_claude_key())
 if is_claude:
     judge = default_judge(model_key, root, offline=False, **({} if claude_model is None else {"model": claude_model}))
@@ -90,44 +94,96 @@ print(f"judge: {judge.id}; answers: " + ", ".join(f"{k} {len(v)}" for k, v in an
 # %% [markdown]
 # ## Is the offline judge any good?
 #
-# **Assistant-likeness.** The classifier never saw the held-out queries. The AUROC says how often a
-# random assistant-persona answer scores above a random non-assistant one (0.5 = chance).
-#
-# **Coherence.** We take held-out answers and break each of them three ways — the same words
-# shuffled, the first few words looped to the same length, and as many random tokens from the
-# vocabulary — and score all four versions. Broken texts must score clearly lower. Some of the
-# model's own answers already loop, and those score low too: that is the judge working.
+# A judge is a measuring instrument, so it is checked first on the kind of data it will measure, with
+# its ways of going wrong. The **gold set** (`artifacts/gold/`, its README is the data sheet) holds
+# real answers of the sweeps and of step 1, labelled on the rubric blind to the setting that wrote
+# them, with loops, drift and off-topic answers well represented. The offline judge fits its two
+# linear maps on the answers to half of the gold queries; everything below is on the **other half**.
+# For each scale: the Spearman correlation with the labels, and the AUROC of the clearly good
+# (label ≥ 7) over the clearly bad (≤ 3), each with a 95 % interval that resamples queries. The
+# previous offline judge (v2) scored the same answers; its numbers stand beside.
 
 # %%
-validation = offline.validation(n_coherence=n_validation)
-al_val, co_val = validation["assistant_likeness"], validation["coherence"]
+baselines = {}
+old_path = offline.gold_dir / f"{offline.gold.name}_gold_judge_offline-v2.jsonl"
+if old_path.is_file():
+    baselines["offline v2 (previous)"] = {r["id"]: r for r in read_jsonl(old_path)}
+if is_claude:  # Claude is validated by the same code on the same answers
+    gold_rows = [offline.gold.rows[i] for i in offline.gold.test]
+    claude_scores = judge.score([Item(r["query"], r["response"]) for r in gold_rows])
+    baselines[judge.id] = {r["id"]: {"assistant_likeness": s.assistant_likeness, "coherence": s.coherence}
+                           for r, s in zip(gold_rows, claude_scores) if s.ok}
+validation = offline.validation(n_synthetic=n_validation, n_boot=n_boot, baselines=baselines)
+gold_table = pd.DataFrame([
+    {"judge": name, "scale": scale.replace("_", "-"), "n": v["n"],
+     "Spearman": f"{v['spearman']:.2f} [{v['spearman_ci95'][0]:.2f}, {v['spearman_ci95'][1]:.2f}]",
+     "AUROC ≥7 vs ≤3": f"{v['auroc']:.2f} [{v['auroc_ci95'][0]:.2f}, {v['auroc_ci95'][1]:.2f}]"}
+    for name, per_scale in validation["gold"].items() for scale, v in per_scale.items()]).set_index(["judge", "scale"])
+mine = validation["gold"][offline.id]
+for scale, short in (("assistant_likeness", "al"), ("coherence", "coh")):
+    glue(f"gold_{short}_spearman", round(mine[scale]["spearman"], 2), display=False)
+    glue(f"gold_{short}_spearman_lo", round(mine[scale]["spearman_ci95"][0], 2), display=False)
+    glue(f"gold_{short}_spearman_hi", round(mine[scale]["spearman_ci95"][1], 2), display=False)
+    glue(f"gold_{short}_auroc", round(mine[scale]["auroc"], 2), display=False)
+    glue(f"gold_{short}_auroc_lo", round(mine[scale]["auroc_ci95"][0], 2), display=False)
+    glue(f"gold_{short}_auroc_hi", round(mine[scale]["auroc_ci95"][1], 2), display=False)
+    if "offline v2 (previous)" in validation["gold"]:
+        old = validation["gold"]["offline v2 (previous)"][scale]
+        glue(f"gold_{short}_v2_spearman", round(old["spearman"], 2), display=False)
+        glue(f"gold_{short}_v2_auroc", round(old["auroc"], 2), display=False)
+agreement_ab = validation["self_agreement"]
 glue("offline_judge_id", Plain(offline.id), display=False)
-glue("offline_auroc", round(al_val["auroc"], 3), display=False)
-glue("offline_auroc_lo", round(al_val["auroc_ci95"][0], 3), display=False)
-glue("offline_auroc_hi", round(al_val["auroc_ci95"][1], 3), display=False)
-glue("offline_n_holdout", al_val["n_holdout"], display=False)
-glue("offline_n_train", validation["n_train"], display=False)
-glue("offline_mean_assistant", round(al_val["mean_assistant"], 1), display=False)
-glue("offline_mean_non_assistant", round(al_val["mean_non_assistant"], 1), display=False)
-glue("coherence_n", co_val["n"], display=False)
-for kind in ("normal", "shuffled_words", "repeated_phrase", "random_tokens"):
-    glue(f"coherence_{kind}", round(co_val["mean"].get(kind, float("nan")), 1), display=False)
-glue("coherence_min_auroc", round(min(co_val.get("auroc_normal_vs", {"none": float("nan")}).values()), 3), display=False)
-scale = offline.coherence_scale
-glue("coherence_floor", round(scale.logprob_floor, 2), display=False)
-glue("coherence_ref", round(scale.logprob_ref, 2), display=False)
-glue("coherence_percentile", round(scale.reference_percentile), display=False)
-print(f"assistant-likeness AUROC on held-out queries: {al_val['auroc']:.3f} "
-      f"(95% interval over queries {al_val['auroc_ci95'][0]:.3f}-{al_val['auroc_ci95'][1]:.3f}; {al_val['n_holdout']} answers)")
-pd.DataFrame({"mean coherence": co_val["mean"], "median": co_val["median"],
-              "AUROC normal vs this": {"normal": None, **co_val["auroc_normal_vs"]}}).round(3)
+glue("gold_n", len(offline.gold.rows), display=False)
+glue("gold_n_test", validation["n_gold_test"], display=False)
+glue("gold_n_fit", validation["n_gold_fit"], display=False)
+glue("gold_recheck_n", agreement_ab["coherence"]["n"], display=False)
+glue("gold_recheck_al", round(agreement_ab["assistant_likeness"]["spearman"], 2), display=False)
+glue("gold_recheck_coh", round(agreement_ab["coherence"]["spearman"], 2), display=False)
+glue("gold_recheck_within1", round(100 * agreement_ab["coherence"]["within_one"]), display=False)
+holdout_al = validation["assistant_likeness_holdout"]
+glue("offline_auroc", round(holdout_al["auroc"], 3), display=False)
+glue("offline_auroc_lo", round(holdout_al["auroc_ci95"][0], 3), display=False)
+glue("offline_auroc_hi", round(holdout_al["auroc_ci95"][1], 3), display=False)
+glue("offline_n_holdout", holdout_al["n"], display=False)
+gold_table
 
 # %% [markdown]
-# One answer and its broken versions, as the judge saw them:
+# Judge against label, on the test half (each dot one answer; jitter added to the integer labels):
 
 # %%
-pd.set_option("display.max_colwidth", 200)
-pd.Series(co_val["examples"], name="text").to_frame()
+test_rows = [offline.gold.rows[i] for i in offline.gold.test]
+test_scores = offline.score([Item(r["query"], r["response"]) for r in test_rows])
+fig = gold_scatter(test_rows, test_scores, title=f"{offline.id} against the gold labels (test half)")
+save(fig, paths.figure("judge_gold"))
+fig
+
+# %% [markdown]
+# **Each way steering breaks text.** Held-out assistant answers, intact and broken each way the sweeps
+# break answers: looped on one of their phrases, a word stuttered, drifting into an answer to another
+# query, replaced by an answer to another query (fluent but off-topic), and random tokens. Mean
+# coherence, and the AUROC of intact over broken:
+
+# %%
+synthetic = validation["synthetic"]
+for kind, value in synthetic["mean"].items():
+    glue(f"synthetic_{kind}", round(value, 1), display=False)
+glue("synthetic_n", synthetic["n"], display=False)
+glue("synthetic_min_auroc", round(min(synthetic["auroc_normal_vs"].values()), 2), display=False)
+pd.DataFrame({"mean coherence": synthetic["mean"],
+              "AUROC intact vs this": {"normal": None, **synthetic["auroc_normal_vs"]}}).round(2)
+
+# %% [markdown]
+# **Three examples per failure kind** (gold test half): the label, then the judge's score.
+
+# %%
+pd.set_option("display.max_colwidth", 160)
+examples = []
+for kind in ("none", "loop", "stutter", "drift", "off_topic", "fragment"):
+    picked = [(r, s) for r, s in zip(test_rows, test_scores) if r["failure"] == kind][:3]
+    examples += [{"failure": kind, "answer": r["response"][:160], "gold coherence": r["coherence"],
+                  "judge coherence": round(s.coherence, 1), "gold assistant-likeness": r["assistant_likeness"],
+                  "judge assistant-likeness": round(s.assistant_likeness, 1)} for r, s in picked]
+pd.DataFrame(examples).set_index("failure")
 
 # %% [markdown]
 # ## Judging the sweeps
@@ -171,8 +227,27 @@ base = next(s for s in add_summary if s["unit"] == "raw" and s["scale"] == 0)
 baseline = {s: base[f"{s}_mean"] for s in ("assistant_likeness", "coherence")}
 raw = [s for s in add_summary if s["unit"] == "raw"]
 sd_rows = [base] + [s for s in add_summary if s["unit"] == "sd"]  # the unsteered answers sit at 0 SD
-sweet_raw = sweet_spot(raw, baseline["coherence"], coherence_margin, x="scale")
-sweet_sd = sweet_spot(sd_rows, baseline["coherence"], coherence_margin, x="scale_sd")
+
+# The sweet spot is chosen on half of the held-out queries and reported on the other half.
+choose_q, report_q = query_halves(additive)
+
+
+def honest_sweet_spot(rows, by, x, keep):
+    """Choose on the answers to `choose_q`, report the choice on those to `report_q` (intervals over queries)."""
+    chosen_rows = [r for r in rows if r["query_id"] in choose_q]
+    summary = [s for s in summarise(chosen_rows, by, n_boot=n_boot) if keep(s)]
+    base_ = next(s for s in summary if s[x] == 0)
+    pick = sweet_spot(summary, base_["coherence_mean"], coherence_margin, x=x)
+    held = [r for r in rows if r["query_id"] in report_q and r["setting"] == pick["setting"]]
+    unsteered = [r for r in rows if r["query_id"] in report_q and r["setting"] == base_["setting"]]
+    return pick, {scale: query_mean(held, scale, n_boot) for scale in ("assistant_likeness", "coherence")}, {
+        scale: query_mean(unsteered, scale, n_boot) for scale in ("assistant_likeness", "coherence")}
+
+
+sweet_raw, sweet_raw_report, base_report = honest_sweet_spot(additive, ["setting", "unit", "scale", "scale_sd"], "scale",
+                                                             lambda s: s["unit"] == "raw")
+sweet_sd, sweet_sd_report, _ = honest_sweet_spot(additive, ["setting", "unit", "scale", "scale_sd"], "scale_sd",
+                                                 lambda s: s["unit"] == "sd" or s["setting"] == base["setting"])
 fig = judged_curves([
     {"title": "scale in model units", "xlabel": "scale", "x": "scale", "rows": raw, "xscale": "symlog",
      "baseline": baseline, "reference": reference, "sweet_spot": sweet_raw and sweet_raw["scale"]},
@@ -181,20 +256,39 @@ fig = judged_curves([
 ], title=f"Additive steering, judged by {judge.id}")
 save(fig, paths.figure("steering_evaluation"))
 largest = max(raw, key=lambda s: s["scale"])
+edge = sweet_raw["scale"] == largest["scale"]
 glue("add_baseline_al", round(baseline["assistant_likeness"], 1), display=False)
 glue("add_baseline_coh", round(baseline["coherence"], 1), display=False)
 glue("assistant_al", round(reference["assistant_likeness"], 1) if reference else float("nan"), display=False)
 glue("assistant_coh", round(reference["coherence"], 1) if reference else float("nan"), display=False)
-glue("add_sweet_scale", Plain(f"{sweet_raw['scale']:g}"), display=False)
-glue("add_sweet_al", round(sweet_raw["assistant_likeness_mean"], 1), display=False)
-glue("add_sweet_coh", round(sweet_raw["coherence_mean"], 1), display=False)
-glue("add_sweet_sd", Plain(f"{sweet_sd['scale_sd']:g}"), display=False)
-glue("add_sweet_sd_al", round(sweet_sd["assistant_likeness_mean"], 1), display=False)
-glue("add_sweet_sd_coh", round(sweet_sd["coherence_mean"], 1), display=False)
+glue("add_n_choose", len(choose_q), display=False)
+glue("add_n_report", len(report_q), display=False)
+for name, pick, report in (("add_sweet", sweet_raw, sweet_raw_report), ("add_sweet_sd", sweet_sd, sweet_sd_report)):
+    glue(name + ("_scale" if name == "add_sweet" else ""), Plain(f"{pick['scale'] if name == 'add_sweet' else pick['scale_sd']:g}"),
+         display=False)
+    for scale, short in (("assistant_likeness", "al"), ("coherence", "coh")):
+        glue(f"{name}_{short}", round(report[scale]["mean"], 1), display=False)
+        glue(f"{name}_{short}_ci", Plain(f"{report[scale]['low']:.1f}–{report[scale]['high']:.1f}"), display=False)
+for scale, short in (("assistant_likeness", "al"), ("coherence", "coh")):
+    glue(f"add_report_base_{short}", round(base_report[scale]["mean"], 1), display=False)
+    glue(f"add_report_base_{short}_ci", Plain(f"{base_report[scale]['low']:.1f}–{base_report[scale]['high']:.1f}"),
+         display=False)
+glue("add_sweet_at_edge", Plain("is the largest scale of the grid: the optimum may lie beyond it" if edge else
+                                "lies inside the grid, below its largest scale"), display=False)
 glue("add_largest_scale", Plain(f"{largest['scale']:g}"), display=False)
 glue("add_largest_al", round(largest["assistant_likeness_mean"], 1), display=False)
 glue("add_largest_coh", round(largest["coherence_mean"], 1), display=False)
 glue("coherence_margin", Plain(f"{coherence_margin:g}"), display=False)
+
+# Loops and off-topic answers among the sweeps' answers: what the judge gives them.
+loops = [r for r in judged if r["source"] in ("additive", "capping") and loop_coverage(r["response"]) > 0.3]
+gold_by_text = {(g["query"], g["response"]): g for g in offline.gold.rows}
+off_topic = [r for r in judged if r["source"] in ("additive", "capping")
+             and gold_by_text.get((r["query"], r["response"]), {}).get("failure") in ("off_topic", "drift")]
+for name, rows_ in (("loops", loops), ("off_topic", off_topic)):
+    glue(f"judged_{name}_n", len(rows_), display=False)
+    glue(f"judged_{name}_coh", round(float(np.mean([r["coherence"] for r in rows_])), 1) if rows_ else float("nan"),
+         display=False)
 fig
 
 # %%
@@ -211,8 +305,9 @@ capping = [r for r in judged if r["source"] == "capping"]
 cap_summary = summarise(capping, ["setting", "band", "percentile"], n_boot=n_boot)
 uncapped = next(s for s in cap_summary if s["band"] == "none")
 cap_baseline = {s: uncapped[f"{s}_mean"] for s in ("assistant_likeness", "coherence")}
-cap_sweet = sweet_spot([s for s in cap_summary if s["band"] != "none"] + [{**uncapped, "percentile": 0.0}],
-                       cap_baseline["coherence"], coherence_margin, x="percentile")
+cap_rows = [{**r, "percentile": r["percentile"] if r["percentile"] is not None else 0.0} for r in capping]
+cap_sweet, cap_sweet_report, cap_base_report = honest_sweet_spot(cap_rows, ["setting", "band", "percentile"], "percentile",
+                                                                 lambda s: True)
 bands = list(dict.fromkeys(s["band"] for s in cap_summary if s["band"] != "none"))
 cap_reference_rows = [r for r in judged if r["source"] == "capping_assistant" and r["setting"] == "uncapped"]
 cap_reference = means(cap_reference_rows)
@@ -229,8 +324,11 @@ save(fig, paths.figure("capping_evaluation"))
 glue("cap_baseline_al", round(cap_baseline["assistant_likeness"], 1), display=False)
 glue("cap_baseline_coh", round(cap_baseline["coherence"], 1), display=False)
 glue("cap_sweet_setting", Plain(cap_sweet["setting"]), display=False)
-glue("cap_sweet_al", round(cap_sweet["assistant_likeness_mean"], 1), display=False)
-glue("cap_sweet_coh", round(cap_sweet["coherence_mean"], 1), display=False)
+for scale, short in (("assistant_likeness", "al"), ("coherence", "coh")):
+    glue(f"cap_sweet_{short}", round(cap_sweet_report[scale]["mean"], 1), display=False)
+    glue(f"cap_sweet_{short}_ci", Plain(f"{cap_sweet_report[scale]['low']:.1f}–{cap_sweet_report[scale]['high']:.1f}"),
+         display=False)
+    glue(f"cap_report_base_{short}", round(cap_base_report[scale]["mean"], 1), display=False)
 fig
 
 # %%
@@ -268,8 +366,11 @@ print(text)
 write_json(root / "evaluations" / f"judge_evaluation_{model_key}.json", {
     "judge": judge.id, "coherence_margin": coherence_margin, "validation": validation,
     "additive": {"raw": raw, "sd": sd_rows, "baseline": baseline, "assistant": reference,
-                 "sweet_spot_raw": sweet_raw, "sweet_spot_sd": sweet_sd},
+                 "queries_choose": sorted(choose_q), "queries_report": sorted(report_q),
+                 "sweet_spot_raw": sweet_raw, "sweet_spot_raw_report": sweet_raw_report,
+                 "sweet_spot_sd": sweet_sd, "sweet_spot_sd_report": sweet_sd_report, "unsteered_report": base_report},
     "capping": {"summary": cap_summary, "baseline": cap_baseline, "assistant": cap_reference, "sweet_spot": cap_sweet,
+                "sweet_spot_report": cap_sweet_report, "uncapped_report": cap_base_report,
                 "assistant_under_cap": cap_assistant},
     "agreement": agree,
 })

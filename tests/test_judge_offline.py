@@ -7,8 +7,10 @@ non-loopback connection fails in this module.
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import shutil
 import socket
 from pathlib import Path
 
@@ -18,20 +20,20 @@ import torch
 
 import axes_lib.judge.secrets as secrets_mod
 from axes_lib.judge import (
-    BROKEN_KINDS,
     VERSION,
     AssistantClassifier,
     ClaudeJudge,
-    CoherenceFeatures,
-    CoherenceScale,
+    GoldSet,
     Item,
     Judge,
     MissingAPIKeyError,
     OfflineJudge,
     break_text,
     default_judge,
+    gold_validation,
 )
-from axes_lib.judge.coherence import repetition_stats, response_logprobs, unigram_logprob
+from axes_lib.judge.reading import read_answers, response_logprobs
+from axes_lib.judge.repetition import loop_coverage
 from axes_lib.metrics import auroc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,29 +63,25 @@ def _need_artifacts() -> None:
 
 @pytest.fixture(scope="module")
 def judge(smollm2):
-    """An offline judge on the committed answers: small coherence reference, no cache file."""
+    """An offline judge on the committed answers and the committed gold set, without a cache file."""
     _need_artifacts()
     model, tokenizer = smollm2
-    return OfflineJudge(KEY, ARTIFACTS, model=model, tokenizer=tokenizer, n_reference=30, cache=False)
+    return OfflineJudge(KEY, ARTIFACTS, model=model, tokenizer=tokenizer, cache=False)
 
 
 # --------------------------------------------------------------------------------------------------
 # Parts against independent computations
 
 
-def test_repetition_stats_by_hand():
-    assert repetition_stats("a b c a b c".split()) == (pytest.approx(1 / 4), pytest.approx(3 / 6))
-    assert repetition_stats(list("abcdef")) == (0.0, 1.0)
-    assert repetition_stats(["x"] * 10) == (pytest.approx(7 / 8), pytest.approx(1 / 10))
-    assert repetition_stats([]) == (0.0, 1.0)
-    assert repetition_stats(["a", "b"]) == (0.0, 1.0)  # shorter than one 3-gram
-
-
-def test_unigram_logprob_is_minus_entropy():
-    # tokens a, a, b, c: p = 1/2, 1/4, 1/4; entropy = 1.5 bits
-    assert unigram_logprob([["a", "a"], ["b", "c"]]) == pytest.approx(-1.5 * np.log(2))
-    with pytest.raises(ValueError, match="no tokens"):
-        unigram_logprob([[]])
+@pytest.mark.parametrize("text, share", [
+    ("", 0.0),
+    ("The capital of France is Paris, on the Seine.", 0.0),
+    ("a b c d a b c d", 0.5),  # the second window of four repeats the first
+    ("1. Apple 2. Apple 3. Apple", 6 / 9),  # digits folded: list items that repeat
+    ("I I I think so", 2 / 5),  # a stutter: the repeats after the first word
+])
+def test_loop_coverage_by_hand(text, share):
+    assert loop_coverage(text) == pytest.approx(share)
 
 
 def test_response_logprobs_match_one_at_a_time(smollm2):
@@ -107,60 +105,100 @@ def test_response_logprobs_match_one_at_a_time(smollm2):
         np.testing.assert_allclose(lp, expect.numpy(), atol=2e-3)
 
 
-def test_coherence_scale_anchors_and_order():
-    feats = [CoherenceFeatures(lp, rep, dist, 40) for lp, rep, dist in
-             [(-1.0, 0.0, 0.8), (-1.2, 0.1, 0.7), (-0.8, 0.05, 0.75), (-1.5, 0.2, 0.6), (-0.9, 0.0, 0.9), (-1.1, 0.1, 0.7)]]
-    scale = CoherenceScale.fit(feats, logprob_floor=-6.0, reference_percentile=25)
-    assert scale.logprob_ref == pytest.approx(np.percentile([f.mean_logprob for f in feats], 25))
-    assert scale.repeat_ref == pytest.approx(np.percentile([f.repeated_ngram_fraction for f in feats], 75))
-    assert scale(CoherenceFeatures(-0.5, 0.0, 0.9, 40)) == 10.0  # better than the reference on every feature
-    assert scale(CoherenceFeatures(-6.5, 0.0, 0.9, 40)) == 0.0  # below the unigram floor
-    assert scale(CoherenceFeatures(-1.0, 1.0, 0.9, 40)) == 0.0  # nothing but repeats
-    assert scale(None) == 0.0  # empty response
-    worse = [scale(CoherenceFeatures(lp, 0.0, 0.9, 40)) for lp in (-1, -2, -3, -4, -5)]
-    assert worse == sorted(worse, reverse=True) and worse[0] > worse[-1]
-    assert CoherenceScale.from_dict(scale.to_dict()) == scale
-    with pytest.raises(ValueError, match="not above the floor"):
-        CoherenceScale.fit(feats, logprob_floor=0.0)
-    with pytest.raises(ValueError, match="at least 5"):
-        CoherenceScale.fit(feats[:2], logprob_floor=-6.0)
+def test_relevance_is_own_query_against_others(smollm2):
+    """An answer gains likelihood from its own query, not from unrelated ones: relevance > 0 on topic and
+    less for the same text after a question about something else."""
+    model, tok = smollm2
+    answer = "Water boils at 100 degrees Celsius at sea level; at higher altitudes it boils at a lower temperature."
+    on, off = read_answers(model, tok, KEY, ["At what temperature does water boil?", "Write a haiku about winter."],
+                           [answer, answer])
+    assert on.relevance > 0.1 and on.relevance > off.relevance + 0.1
+    assert read_answers(model, tok, KEY, ["Hi?"], [""]) == [None]
 
 
 def test_broken_texts(smollm2):
     _, tok = smollm2
-    text = "The capital of France is Paris, a city on the river Seine with many museums."
+    text = "The capital of France is Paris, a city on the river Seine with many museums and old bridges."
+    other = "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen in green leaves."
     rng = random.Random(0)
-    shuffled = break_text(text, "shuffled_words", rng)
-    assert sorted(shuffled.split()) == sorted(text.split()) and shuffled != text
-    looped = break_text(text, "repeated_phrase", rng)
-    assert looped.startswith("The capital of") and repetition_stats(looped.split())[0] > 0.5
-    noise = break_text(text, "random_tokens", rng, tok)
-    assert noise.strip() and noise != text
+    assert loop_coverage(break_text(text, "loop", rng)) > 0.5
+    assert loop_coverage(break_text(text, "stutter", rng)) > 0.2
+    assert break_text(text, "off_topic", rng, other=other) == other
+    drift = break_text(text, "drift", rng, other=other)
+    assert drift.startswith("The capital of France") and "Photosynthesis" in drift
+    assert break_text(text, "random_tokens", rng, tok).strip()
     with pytest.raises(ValueError, match="needs the model's tokenizer"):
         break_text(text, "random_tokens", rng)
+    with pytest.raises(ValueError, match="needs `other`"):
+        break_text(text, "drift", rng)
     with pytest.raises(ValueError, match="unknown kind"):
         break_text(text, "reversed", rng)
+
+
+def test_gold_set_split_and_join():
+    gold = GoldSet.load(ROOT / "artifacts" / "gold", KEY)
+    fit_q = {gold.rows[i]["query_id"] for i in gold.fit}
+    test_q = {gold.rows[i]["query_id"] for i in gold.test}
+    assert fit_q and test_q and not fit_q & test_q and len(gold.fit) + len(gold.test) == len(gold.rows)
+    items = {json.loads(x)["id"]: json.loads(x) for x in (ROOT / "artifacts/gold" / f"{KEY}_gold_items.jsonl").open()}
+    labels = {json.loads(x)["id"]: json.loads(x) for x in (ROOT / "artifacts/gold" / f"{KEY}_gold_labels_a.jsonl").open()}
+    for row in gold.rows:
+        assert row["response"] == items[row["id"]]["response"] and row["coherence"] == labels[row["id"]]["coherence"]
+    agreement = gold.self_agreement()
+    assert agreement["coherence"]["n"] == len(gold.recheck) > 0
+
+
+def test_gold_validation_against_scipy_and_sklearn():
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    gold = GoldSet.load(ROOT / "artifacts" / "gold", KEY)
+    rng = np.random.default_rng(0)
+    scores = {r["id"]: {"assistant_likeness": r["assistant_likeness"] + rng.normal(0, 2),
+                        "coherence": rng.uniform(0, 10)} for r in gold.rows}
+    report = gold_validation(gold, scores, n_boot=50)
+    rows = [gold.rows[i] for i in gold.test]
+    for scale in ("assistant_likeness", "coherence"):
+        y = np.array([r[scale] for r in rows])
+        x = np.array([scores[r["id"]][scale] for r in rows])
+        assert report[scale]["spearman"] == pytest.approx(spearmanr(x, y).statistic)
+        clear = (y >= 7) | (y <= 3)
+        assert report[scale]["auroc"] == pytest.approx(roc_auc_score(y[clear] >= 7, x[clear]))
+        lo, hi = report[scale]["spearman_ci95"]
+        assert lo <= report[scale]["spearman"] <= hi
+    assert report["assistant_likeness"]["spearman"] > 0.5 > abs(report["coherence"]["spearman"])  # signal vs noise
 
 
 # --------------------------------------------------------------------------------------------------
 # The judge on real answers
 
 
-def test_assistant_answers_score_higher_on_held_out_queries(judge):
-    from sklearn.metrics import roc_auc_score
+@pytest.fixture(scope="module")
+def normal_answers(judge):
+    """Held-out assistant answers of at least 12 words, and for each an answer to another query."""
+    rows = [r for r in judge.holdout_rows if r["kind"] == "assistant" and len(r["response"].split()) >= 12][:12]
+    return rows, [rows[(k + 1) % len(rows)]["response"] for k in range(len(rows))]
 
-    rows = judge.holdout_rows
-    assert rows and not {r["query_id"] for r in rows} & judge.train_queries
-    al = judge.assistant_likeness([r["response"] for r in rows])
+
+@pytest.mark.parametrize("kind", ["loop", "stutter", "drift", "off_topic"])
+def test_each_failure_kind_scores_low_coherence(judge, normal_answers, kind):
+    """Every way steering breaks an answer pulls its coherence below the intact answer's. (The previous judge,
+    v2, scored the gold set's labelled loops 8.2 and off-topic answers 8.9 on average: it saw neither.)"""
+    rows, others = normal_answers
+    rng = random.Random(1)
+    broken = [break_text(r["response"], kind, rng, other=o) for r, o in zip(rows, others)]
+    normal = np.array([s.coherence for s in judge.score([Item(r["query"], r["response"]) for r in rows])])
+    worse = np.array([s.coherence for s in judge.score([Item(r["query"], b) for r, b in zip(rows, broken)])])
+    assert normal.mean() - worse.mean() > 1, (kind, normal.mean(), worse.mean())
+    assert auroc(normal, worse) > 0.75, kind
+
+
+def test_assistant_answers_score_higher_on_held_out_queries(judge):
+    rows = judge.holdout_rows[::3]
+    scores = judge.score([Item(r["query"], r["response"]) for r in rows])
+    al = np.array([s.assistant_likeness for s in scores])
     y = np.array([r["kind"] == "assistant" for r in rows])
-    assert ((al >= 0) & (al <= 10)).all()
-    assert al[y].mean() > al[~y].mean() + 2
-    # independent AUROC (sklearn) and the judge's own report agree, and both are well above chance
-    report = judge.validation(n_coherence=0)["assistant_likeness"]
-    assert report["auroc"] == pytest.approx(roc_auc_score(y, al))
-    assert report["auroc"] > 0.8
-    lo, hi = report["auroc_ci95"]
-    assert 0.5 < lo <= report["auroc"] <= hi <= 1.0
+    assert ((al >= 0) & (al <= 10)).all() and auroc(al[y], al[~y]) > 0.8
 
 
 def test_classifier_learns_each_persona_and_checks_labels():
@@ -182,31 +220,13 @@ def test_classifier_learns_each_persona_and_checks_labels():
         AssistantClassifier.fit(texts, kinds, groups, ["helper"] * len(texts))
 
 
-def test_broken_texts_score_lower_coherence(judge):
-    report = judge.validation(n_coherence=10, seed=1)["coherence"]
-    assert report["n"] >= 8
-    normal = np.array(report["scores"]["normal"])
-    assert ((normal >= 0) & (normal <= 10)).all()
-    for kind in BROKEN_KINDS:
-        broken = np.array(report["scores"][kind])
-        assert normal.mean() - broken.mean() > 3, (kind, normal.mean(), broken.mean())
-        assert auroc(normal, broken) > 0.75, kind
-
-
 def test_score_interface(judge):
     assert isinstance(judge, Judge) and judge.id == f"offline:{KEY}:{VERSION}"
     good = judge.score_one("What is the capital of France?", "The capital of France is Paris.")
     assert good.ok and 0 <= good.assistant_likeness <= 10 and 0 <= good.coherence <= 10 and good.judge == judge.id
-    # order kept, duplicates computed once but returned for each, a formatted prompt in meta is used
     items = [Item("Why?", "Because."), ("Why?", "Because."), {"query": "Why?", "response": "Because!"}]
     scores = judge.score(items)
     assert len(scores) == 3 and scores[0] == scores[1]
-    prompt = "<|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n"
-    assert judge.prompt_for(Item("Why?", "Because.", {"prompt": prompt})) == prompt
-    fallback = judge.prompt_for(Item("Why?", "Because."))
-    assert fallback.endswith("<|im_start|>user\nWhy?<|im_end|>\n<|im_start|>assistant\n") and "pirate" not in fallback
-    with_prompt = judge.score([Item("Why?", "Because.", {"prompt": prompt})])[0]
-    assert with_prompt.assistant_likeness == scores[0].assistant_likeness  # the text alone decides this scale
     assert judge.score([]) == []
 
 
@@ -221,11 +241,13 @@ def test_bad_input(judge, tmp_path):
     with pytest.raises(ValueError, match="query is empty"):
         judge.score_one("", "Four.")
     with pytest.raises(ValueError, match="unknown model key"):
-        OfflineJudge("no such model", ARTIFACTS)
+        OfflineJudge("no-such-model", ARTIFACTS)
     with pytest.raises(FileNotFoundError, match="01_contrastive_data"):
         OfflineJudge(KEY, tmp_path / "empty")
     with pytest.raises(ValueError, match="both model and tokenizer"):
         OfflineJudge(KEY, ARTIFACTS, model=object())
+    with pytest.raises(FileNotFoundError, match="gold set"):
+        OfflineJudge(KEY, ARTIFACTS, gold="nobody")
 
 
 def test_default_judge_chooses_by_key(monkeypatch, tmp_path, judge):
@@ -245,24 +267,22 @@ def test_default_judge_chooses_by_key(monkeypatch, tmp_path, judge):
     assert isinstance(default_judge(KEY, ARTIFACTS, offline=True, **kwargs), OfflineJudge)
 
 
-def test_coherence_scale_cache_is_json(judge, tmp_path, smollm2):
-    """The fitted scale is cached as JSON beside the artifacts and reused while its inputs are unchanged."""
-    import json
-    import shutil
-
+def test_gold_features_cache_is_json(judge, tmp_path, smollm2, monkeypatch):
+    """The gold answers' features are cached as JSON beside the artifacts and reused while their inputs are unchanged."""
     art = tmp_path / "artifacts"
-    (art / "responses").mkdir(parents=True)
+    shutil.copytree(ARTIFACTS / "responses", art / "responses", ignore=shutil.ignore_patterns("*_additive*", "*_capping*"))
     (art / "evaluations").mkdir()
-    rows = judge.train_rows[::18] + judge.holdout_rows[::18]  # both kinds, every persona
-    (art / "responses" / f"{KEY}_responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     shutil.copy(ARTIFACTS / "evaluations" / f"{KEY}_split.json", art / "evaluations")
+    gold = tmp_path / "gold"
+    gold.mkdir()
+    for part in ("items", "labels_a", "key"):  # a small gold set: the first 12 answers
+        lines = (ROOT / "artifacts/gold" / f"{KEY}_gold_{part}.jsonl").read_text().splitlines(keepends=True)
+        (gold / f"{KEY}_gold_{part}.jsonl").write_text("".join(lines[:12]))
+    monkeypatch.setattr(AssistantClassifier, "fit", classmethod(lambda cls, *a, **k: judge.classifier))
     model, tok = smollm2
-    first = OfflineJudge(KEY, art, model=model, tokenizer=tok, n_reference=8)
-    scale = first.coherence_scale
-    cached = json.loads(first.cache_path.read_text())
-    assert cached["scale"] == scale.to_dict() and len(cached["reference"]) == 8
-    again = OfflineJudge(KEY, art, model=model, tokenizer=tok, n_reference=8)
-    again.features = None  # the cached scale must not need any model pass
-    assert again.coherence_scale == scale
-    other = OfflineJudge(KEY, art, model=model, tokenizer=tok, n_reference=9)
-    assert other.coherence_scale.n_reference == 9
+    first = OfflineJudge(KEY, art, model=model, tokenizer=tok, gold_dir=gold)
+    feats = first.gold_features()
+    assert json.loads(first.cache_path.read_text())["features"][0] == feats[0].__dict__
+    again = OfflineJudge(KEY, art, model=model, tokenizer=tok, gold_dir=gold)
+    again.features = None  # the cached features must not need any model pass
+    assert again.gold_features() == feats

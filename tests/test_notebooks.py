@@ -126,12 +126,12 @@ def test_judge_scores_every_answer(smoke):
     assert likeness["auroc_ci95"][0] <= likeness["auroc"] <= likeness["auroc_ci95"][1]
     # the AUROC agrees with the per-persona means it was computed from: assistant answers score higher on average
     assert (likeness["auroc"] > 0.5) == (likeness["mean_assistant"] > likeness["mean_non_assistant"])
-    assert (art / "judgements" / f"offline_{KEY}_coherence.json").is_file()
-    for figure in ("steering_evaluation", "capping_evaluation"):
+    for figure in ("steering_evaluation", "capping_evaluation", "judge_gold"):
         _drawn(art / "figures" / f"{figure}.png")
     glued = _glued(smoke / "book/07_judge_evaluation.ipynb")
     assert glued["judge_name"] == "the offline judge" and "only the offline judge ran" in glued["judge_agreement"]
-    for key in ("offline_auroc", "coherence_normal", "coherence_shuffled_words", "add_sweet_scale", "cap_sweet_setting"):
+    for key in ("offline_auroc", "synthetic_normal", "synthetic_loop", "gold_coh_spearman", "gold_coh_v2_spearman",
+                "add_sweet_scale", "cap_sweet_setting"):
         assert glued[key] not in (None, "nan"), key
 
 

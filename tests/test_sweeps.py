@@ -85,6 +85,10 @@ def test_changed_inputs_regenerate_exactly_their_rows(tiny_llama, tmp_path, coun
     # Nothing changed: nothing generated, the same rows.
     counting.clear()
     assert sweep(model, tokenizer, RECORDS, _settings(Add, direction), out, **kw) == first and counting == []
+    # Float noise in the direction (as a rebuild on another machine gives): nothing regenerates.
+    noisy = {i: v * (1 + 1e-7 * torch.randn_like(v)) for i, v in direction.items()}
+    assert any(not torch.equal(noisy[i], direction[i]) for i in noisy)
+    assert sweep(model, tokenizer, RECORDS, _settings(Add, noisy), out, **kw) == first and counting == []
     # The direction negated, same labels: both steered settings regenerate, the unsteered one does not.
     negated = {i: -v for i, v in direction.items()}
     rows = sweep(model, tokenizer, RECORDS, _settings(Add, negated), out, **kw)
@@ -95,6 +99,12 @@ def test_changed_inputs_regenerate_exactly_their_rows(tiny_llama, tmp_path, coun
     want = generate(model, tokenizer, [r["prompt"] for r in RECORDS], max_new_tokens=5,
                     interventions=Add(negated, [1], scale=0.5), stats=stats)
     assert [r["response"] for r in rows if r["setting"] == "one"] == want
+    # Only what a row records beside its answer changed: nothing regenerates, the description is refreshed.
+    counting.clear()
+    relabelled = [Setting(x.label, x.intervention, {"note": "renamed"}) for x in _settings(Add, negated)]
+    again = sweep(model, tokenizer, RECORDS, relabelled, out, **kw)
+    assert counting == [] and [r["response"] for r in again] == [r["response"] for r in rows]
+    assert all(r["note"] == "renamed" for r in again) and all(r["note"] == "renamed" for r in map(json.loads, out.open()))
     # Changed thresholds of one setting only: only its rows regenerate.
     counting.clear()
     caps = _settings(Cap, direction)
@@ -103,6 +113,10 @@ def test_changed_inputs_regenerate_exactly_their_rows(tiny_llama, tmp_path, coun
     changed = [caps[0], caps[1], Setting("two", Cap(direction, [0, 1], threshold={0: 9.0, 1: 9.0}))]
     sweep(model, tokenizer, RECORDS, changed, tmp_path / "cap.jsonl", **kw)
     assert counting == [n]
+    counting.clear()  # thresholds that differ by float noise only: nothing regenerates
+    sweep(model, tokenizer, RECORDS, changed[:2] + [Setting("two", Cap(direction, [0, 1], threshold={0: 9.0, 1: 9.0000001}))],
+          tmp_path / "cap.jsonl", **kw)
+    assert counting == []
     # A changed prompt regenerates that record under every setting; other generation settings, everything.
     counting.clear()
     edited = [dict(RECORDS[0], prompt=RECORDS[0]["prompt"] + " b"), *RECORDS[1:]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed not
 
 from axes_lib.judge.base import SCALES, Item, Judge, Score
 from axes_lib.judge.cache import ScoreCache
-from axes_lib.metrics import mean_ci
+from axes_lib.metrics import grouped_interval, mean_ci
 
-__all__ = ["agreement", "judge_rows", "means", "scores_of", "summarise", "sweet_spot", "text_key", "unique_texts"]
+__all__ = ["agreement", "judge_rows", "means", "query_halves", "query_mean", "scores_of", "summarise", "sweet_spot", "text_key",
+           "unique_texts"]
 
 
 def text_key(query: str, response: str) -> str:
@@ -156,3 +158,23 @@ def unique_texts(rows: Sequence[Mapping[str, Any]]) -> list[int]:
 def scores_of(rows: Sequence[Mapping[str, Any]]) -> list[Score]:
     """The judged rows' scores as `Score` objects (missing where the judgement failed)."""
     return [Score(r.get("assistant_likeness"), r.get("coherence"), str(r.get("judge")), r.get("judge_error")) for r in rows]
+
+
+def query_halves(rows: Sequence[Mapping[str, Any]], seed: int = 0) -> tuple[set[str], set[str]]:
+    """The rows' queries split into two halves (seeded): choose a setting on one, report it on the other."""
+    queries = sorted({str(r["query_id"]) for r in rows})
+    if len(queries) < 2:
+        raise ValueError(f"need answers to at least 2 queries to choose on one half and report on the other, got {queries}")
+    random.Random(seed).shuffle(queries)
+    half = len(queries) // 2
+    return set(queries[:half]), set(queries[half:])
+
+
+def query_mean(rows: Sequence[Mapping[str, Any]], scale: str, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Mean of one scale over `rows` with a 95 % interval that resamples whole queries (the unit of the design)."""
+    kept = [r for r in rows if r.get(scale) is not None and math.isfinite(r[scale])]
+    if not kept:
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    x = np.array([r[scale] for r in kept], dtype=float)
+    low, high = grouped_interval(lambda k: float(x[k].mean()), [str(r["query_id"]) for r in kept], n_boot, seed=seed)
+    return {"mean": float(x.mean()), "low": low, "high": high, "n": len(kept)}

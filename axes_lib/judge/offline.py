@@ -1,53 +1,35 @@
 """The offline judge: scores answers for assistant-likeness and coherence without any API.
 
-It implements the same `Judge` interface as `ClaudeJudge` (`axes_lib.judge.claude`), and is the default when
-no Anthropic key is configured, so the whole book builds offline. Both scales are learnt from the
-contrastive answers of step 1 (`artifacts/responses/{key}_responses.jsonl`), on the **train** queries
-of step 4's split only; the held-out queries are left for `validation()`.
+It implements the same `Judge` interface as `ClaudeJudge` (`axes_lib.judge.claude`) and is the default
+when no Anthropic key is configured, so the whole book builds offline. Each answer is described by a
+few features, and each scale is a linear map of them fitted to hand labels of real answers (the gold
+set, `axes_lib.judge.gold`) on half of its queries; the other half is left for `validation()`.
 
-* **Assistant-likeness** (`axes_lib.judge.classifier`) — TF-IDF over word 1–2-grams and character 2–5-grams, and a multinomial
-  logistic regression over the personas (the two kinds weighted equally); its decision value is the
-  log-odds of "one of the assistant personas", `logit Σ P(persona | text)` over those personas. Learning
-  each persona's voice separately beat a binary assistant/non-assistant fit in cross-validation over
-  the train queries. The features are the text's own, independent of the steered model's activations.
-  The decision value is calibrated by Platt scaling on out-of-fold predictions (folds grouped by query,
-  classes weighted equally), and the score is `10 · P(assistant | text)`: 5 means the text could come
-  from either side.
-* **Coherence** (`axes_lib.judge.coherence`) — the **unsteered** model reads the response after its prompt and gives three
-  features: the mean per-token log-likelihood `ℓ`, the fraction of repeated token 3-grams `ρ`, and the
-  distinct-token ratio `δ`. Each is mapped to [0, 1] by a straight line between a *degenerate anchor*
-  (what a broken text would show) and a *typical anchor* taken from the normal answers of the train
-  queries (both assistant and persona answers):
+Features (`AnswerFeatures`):
 
-  - `s_ℓ = clip((ℓ − ℓ₀) / (ℓ_ref − ℓ₀))` with `ℓ_ref` the `reference_percentile`-th percentile of
-    the normal answers' `ℓ`, and `ℓ₀` the log-likelihood per token that a unigram model of the train
-    answers' own tokens gives them (minus its entropy): a text that the model, reading it in context,
-    finds no more predictable than word frequencies alone would make it scores 0;
-  - `s_ρ = clip((1 − ρ) / (1 − ρ_ref))` with `ρ_ref` the (100 − `reference_percentile`)-th percentile
-    of their `ρ` (ρ = 1: every 3-gram a repeat);
-  - `s_δ = clip(δ / δ_ref)` with `δ_ref` the `reference_percentile`-th percentile of their `δ`
-    (δ → 0: one token over and over);
+* `voice` — the log-odds, calibrated, that an assistant persona wrote the text: a TF-IDF classifier over
+  word and character n-grams trained on step 1's contrastive answers to the train queries
+  (`axes_lib.judge.classifier`). It measures register, the voice of the text, and nothing else.
+* `fluency`, `relevance` — how the unsteered model reads the answer under a neutral system prompt
+  (`axes_lib.judge.reading`): its mean log-likelihood per token after its own query, and how much more
+  likely it is after its own query than after unrelated ones. An answer that addresses its query gains
+  from it; a loop, a drift or an answer about something else does not.
+* `loop` — the share of words inside repeated material at any span, stutters included
+  (`axes_lib.judge.repetition`); `distinct` — the share of distinct words; `length` — log word count.
 
-  and `coherence = 10 · s_ℓ · s_ρ · s_δ`. A text as likely, as varied and as little repetitive as the
-  lower quarter of normal answers (default percentile 25) scores 10; each way of breaking pulls one
-  factor towards 0 (shuffled words and random tokens lower `ℓ` to the unigram level or below, loops
-  raise `ρ` and lower `δ`). Every anchor comes from data or from the definition of the feature.
-
-The rubric's "0 = gibberish or empty" is followed literally: an empty answer scores 0 on both scales.
-Nothing here is pickled: the classifier is retrained on the fly (a few seconds) and the reference
-features of the coherence scale are cached as JSON, keyed by a fingerprint of their inputs.
+What it does not measure: factual accuracy, and whether an on-topic answer actually answers (beyond
+being specific to its query). Empty answers score 0 on both scales (the rubric's "0 = empty").
+Nothing is pickled: the classifier and the two linear maps are refitted on the fly (seconds); the
+features of the gold answers are cached as JSON, keyed by a fingerprint of their inputs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
-import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,18 +39,25 @@ from axes_lib.io import read_json, read_jsonl, write_json
 from axes_lib.judge.base import Item, Judge, Score, coerce_item
 from axes_lib.judge.breakers import BROKEN_KINDS, break_text
 from axes_lib.judge.classifier import AssistantClassifier
-from axes_lib.judge.coherence import CoherenceFeatures, CoherenceScale, coherence_features, encode, unigram_logprob
+from axes_lib.judge.gold import SCALES, GoldSet
+from axes_lib.judge.reading import NEUTRAL_SYSTEM, Reading, read_answers
+from axes_lib.judge.repetition import loop_coverage, words
 from axes_lib.judge.secrets import available_claude_key
-from axes_lib.metrics import auroc, auroc_interval
+from axes_lib.metrics import auroc, auroc_interval, grouped_interval, spearman
+from axes_lib.resume import fingerprint, model_identity
 
-__all__ = ["VERSION", "OfflineJudge", "default_judge"]
+__all__ = ["FEATURES", "VERSION", "AnswerFeatures", "OfflineJudge", "default_judge", "gold_validation"]
 
-#: Bumped whenever the features, the calibration or the coherence formula change (part of `OfflineJudge.id`).
-VERSION = "v2"
+#: Bumped whenever the features, the fit or the gold labels' use change (part of `OfflineJudge.id`).
+VERSION = "v3"
+#: The features each scale's linear map uses.
+FEATURES = {"assistant_likeness": ("voice", "relevance", "loop", "fluency"),
+            "coherence": ("fluency", "relevance", "loop", "distinct", "length")}
+GOLD_DIR = Path(__file__).resolve().parents[2] / "artifacts" / "gold"
 
 
 def _load_contrastive(root: Path, model_key: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Step 1's contrastive answers and step 4's split, with errors that say which notebook makes them."""
+    """Step 1's contrastive answers and step 3's split, with errors that say which notebook makes them."""
     responses = root / "responses" / f"{model_key}_responses.jsonl"
     split = root / "evaluations" / f"{model_key}_split.json"
     if not responses.is_file():
@@ -77,7 +66,7 @@ def _load_contrastive(root: Path, model_key: str) -> tuple[list[dict[str, Any]],
             f"01_contrastive_data with model_key={model_key!r} (and artifacts_dir={str(root)!r}) first")
     if not split.is_file():
         raise FileNotFoundError(
-            f"no train/holdout split at {split}: run notebook 04_validation with model_key={model_key!r} first")
+            f"no train/holdout split at {split}: run notebook 03_direction with model_key={model_key!r} first")
     rows = read_jsonl(responses)
     bad = [i for i, r in enumerate(rows) if not {"kind", "persona", "query_id", "response"} <= set(r)]
     if bad:
@@ -85,45 +74,33 @@ def _load_contrastive(root: Path, model_key: str) -> tuple[list[dict[str, Any]],
     return rows, read_json(split)
 
 
-def _fingerprint(*parts: Any) -> str:
-    """A short hash of JSON-able parts: what the cached coherence scale was made from."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(json.dumps(part, sort_keys=True, ensure_ascii=False).encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:16]
+@dataclass(frozen=True)
+class AnswerFeatures:
+    """What the offline judge reads in one answer (see the module docstring)."""
+
+    voice: float
+    fluency: float
+    relevance: float
+    loop: float
+    distinct: float
+    length: float
 
 
-def _stratified(rows: Sequence[Mapping[str, Any]], n: int | None, seed: int) -> list[Mapping[str, Any]]:
-    """Up to `n` rows, spread evenly over personas (round robin over shuffled per-persona lists)."""
-    if n is None or n >= len(rows):
-        return list(rows)
-    rng = random.Random(seed)
-    by_persona: dict[str, list[Mapping[str, Any]]] = {}
-    for r in rows:
-        by_persona.setdefault(str(r.get("persona", r.get("kind"))), []).append(r)
-    for members in by_persona.values():
-        rng.shuffle(members)
-    picked: list[Mapping[str, Any]] = []
-    depth = 0
-    while len(picked) < n:
-        for name in sorted(by_persona):
-            if depth < len(by_persona[name]) and len(picked) < n:
-                picked.append(by_persona[name][depth])
-        depth += 1
-    return picked
+def _linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge regression on standardised features: `(mean, scale, weights with intercept last)`."""
+    from sklearn.linear_model import Ridge
+
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
+    model = Ridge(alpha=1.0).fit((x - mean) / scale, y)
+    return mean, scale, np.r_[model.coef_, model.intercept_]
 
 
 class OfflineJudge:
-    """Assistant-likeness from a TF-IDF classifier, coherence from the unsteered model (see module docstring).
+    """Assistant-likeness and coherence from answer features mapped to hand labels (see the module docstring).
 
-    Built from step 1's contrastive answers and step 4's split under `artifacts_dir`; the classifier is
-    trained here (a few seconds), the model is loaded and the coherence scale fitted on first need.
-    The coherence scale is fitted on `n_reference` train answers (spread over personas) and cached as
-    JSON in `{artifacts_dir}/judgements/offline_{model_key}_coherence.json` unless `cache=False`.
-    Items may carry the fully formatted prompt in `meta["prompt"]`; otherwise the query is formatted
-    with the model's chat template and no system prompt (what a judge that sees only query and response
-    knows).
+    Built from step 1's contrastive answers and step 3's split under `artifacts_dir` (the classifier, a few
+    seconds) and the gold set `gold` in `gold_dir` (its labels; how the unsteered model reads its answers is
+    computed on first need and cached as JSON beside it, unless `cache=False`).
     """
 
     def __init__(
@@ -133,9 +110,10 @@ class OfflineJudge:
         *,
         model: Any = None,
         tokenizer: Any = None,
-        reference_percentile: float = 25.0,
-        n_reference: int | None = 270,
+        gold: str = "smollm2",
+        gold_dir: str | os.PathLike = GOLD_DIR,
         c: float = 1.0,
+        n_other: int = 3,
         batch_size: int = 16,
         cache: bool = True,
         progress: bool = False,
@@ -146,25 +124,19 @@ class OfflineJudge:
         model_name(model_key)  # a clear error for a malformed or unknown key, before any file is read
         if (model is None) != (tokenizer is None):
             raise ValueError("pass both model and tokenizer, or neither (then the model is loaded by key)")
-        if not 0 < reference_percentile < 100:
-            raise ValueError(f"reference_percentile must lie in (0, 100), got {reference_percentile}")
-        if n_reference is not None and n_reference < 5:
-            raise ValueError(f"n_reference must be >= 5 (or None for all train answers), got {n_reference}")
-        self.model_key = model_key
-        self.root = Path(artifacts_dir)
+        if n_other < 1:
+            raise ValueError(f"n_other must be >= 1 (relevance compares with unrelated queries), got {n_other}")
+        self.model_key, self.root = model_key, Path(artifacts_dir)
         self.id = f"offline:{model_key}:{VERSION}"
-        self.reference_percentile = float(reference_percentile)
-        self.n_reference = n_reference
-        self.batch_size = batch_size
-        self.progress = progress
-        self.seed = seed
-        self.cache_path = self.root / "judgements" / f"offline_{model_key}_coherence.json" if cache else None
+        self.n_other, self.batch_size, self.progress, self.seed = n_other, batch_size, progress, seed
+        self.gold_dir = gold_dir = Path(gold_dir)
+        self.cache_path = gold_dir / f"{gold}_gold_readings_{model_key}.json" if cache else None
         self._model, self._tokenizer = model, tokenizer
-        self._scale: CoherenceScale | None = None
+        self._maps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self.gold = GoldSet.load(gold_dir, gold, seed=seed)
 
         rows, split = _load_contrastive(self.root, model_key)
-        self.train_queries = set(split["train_queries"])
-        self.holdout_queries = set(split["holdout_queries"])
+        self.train_queries, self.holdout_queries = set(split["train_queries"]), set(split["holdout_queries"])
         self.train_rows = [r for r in rows if r["query_id"] in self.train_queries and r["response"].strip()]
         self.holdout_rows = [r for r in rows if r["query_id"] in self.holdout_queries and r["response"].strip()]
         if not self.train_rows or not self.holdout_rows:
@@ -173,12 +145,9 @@ class OfflineJudge:
         self.classifier = AssistantClassifier.fit(
             [r["response"] for r in self.train_rows], [r["kind"] == "assistant" for r in self.train_rows],
             [r["query_id"] for r in self.train_rows], [str(r["persona"]) for r in self.train_rows], c=c)
-        self._data_sha = _fingerprint([[r["kind"], r["query_id"], r["response"]] for r in rows], sorted(self.train_queries))
 
     def __repr__(self) -> str:
-        return f"OfflineJudge(id={self.id!r}, artifacts_dir={str(self.root)!r}, n_train={self.classifier.n_train})"
-
-    # -- the model and the coherence scale, on first need
+        return f"OfflineJudge(id={self.id!r}, artifacts_dir={str(self.root)!r}, gold={self.gold.name!r})"
 
     def model_and_tokenizer(self) -> tuple[Any, Any]:
         """The unsteered model that reads the answers (loaded by key on first call)."""
@@ -188,153 +157,177 @@ class OfflineJudge:
             self._model, self._tokenizer = load_model(self.model_key)
         return self._model, self._tokenizer
 
-    def prompt_for(self, item: Item) -> str:
-        """`item.meta["prompt"]` when given, else the query in the model's chat template without a system prompt."""
-        prompt = item.meta.get("prompt") if isinstance(item.meta, Mapping) else None
-        if prompt:
-            return str(prompt)
-        from axes_lib.prompts import format_prompt
+    # -- features and the fitted maps
 
-        _, tokenizer = self.model_and_tokenizer()
-        return format_prompt(None, item.query, model_type=self.model_key, tokenizer=tokenizer)
+    def features(self, queries: Sequence[str], responses: Sequence[str],
+                 readings: Sequence[Reading | None] | None = None) -> list[AnswerFeatures | None]:
+        """Features of each answer (None when it has no text or no token); `readings` if already computed."""
+        keep = [i for i, r in enumerate(responses) if r.strip()]
+        out: list[AnswerFeatures | None] = [None] * len(responses)
+        if not keep:
+            return out
+        texts = [responses[i] for i in keep]
+        voice = self.classifier.slope * self.classifier.decision(texts) + self.classifier.intercept
+        if readings is None:
+            model, tokenizer = self.model_and_tokenizer()
+            read = read_answers(model, tokenizer, self.model_key, [queries[i] for i in keep], texts,
+                                n_other=self.n_other, batch_size=self.batch_size, progress=self.progress)
+        else:
+            read = [readings[i] for i in keep]
+        for i, v, reading in zip(keep, voice, read):
+            if reading is None:
+                continue
+            tokens = words(responses[i])
+            out[i] = AnswerFeatures(float(v), reading.fluency, reading.relevance, loop_coverage(responses[i]),
+                                    len(set(tokens)) / max(1, len(tokens)), float(np.log1p(len(tokens))))
+        return out
 
-    def features(self, items: Sequence[Item]) -> list[CoherenceFeatures | None]:
-        """Coherence features of each item's response (None when it is empty)."""
+    def gold_features(self) -> list[AnswerFeatures | None]:
+        """Features of every gold answer. How the model reads them does not depend on this run's artifacts, so
+        it is cached as JSON beside the gold set, per model, and reused while its inputs are unchanged."""
+        rows = self.gold.rows
+        queries, responses = [r["query"] for r in rows], [r["response"] for r in rows]
         model, tokenizer = self.model_and_tokenizer()
-        prompts = [self.prompt_for(it) for it in items]
-        return coherence_features(model, tokenizer, prompts, [it.response for it in items],
-                                  batch_size=self.batch_size, progress=self.progress)
-
-    @property
-    def coherence_scale(self) -> CoherenceScale:
-        """The fitted coherence mapping (from the JSON cache when its inputs are unchanged)."""
-        if self._scale is None:
-            self._scale = self._fit_scale()
-        return self._scale
-
-    def _fit_scale(self) -> CoherenceScale:
-        reference = _stratified(self.train_rows, self.n_reference, self.seed)
-        _, tokenizer = self.model_and_tokenizer()
-        key = _fingerprint(VERSION, self._data_sha, [[r["query_id"], r.get("persona"), r["response"]] for r in reference],
-                           self.reference_percentile, getattr(tokenizer, "name_or_path", ""), len(tokenizer))
+        key = fingerprint(VERSION, NEUTRAL_SYSTEM, self.n_other, [[q, r] for q, r in zip(queries, responses)],
+                          model_identity(model))
+        readings = None
         if self.cache_path is not None and self.cache_path.is_file():
             cached = read_json(self.cache_path)
             if cached.get("fingerprint") == key:
-                return CoherenceScale.from_dict(cached["scale"])
-        started = time.perf_counter()
-        feats = self.features([Item(r["query"], r["response"]) for r in reference])
-        floor = unigram_logprob(encode(tokenizer, [r["response"] for r in self.train_rows]))
-        scale = CoherenceScale.fit([f for f in feats if f is not None], floor, self.reference_percentile)
-        if self.cache_path is not None:
-            record = {"fingerprint": key, "judge": self.id, "model_key": self.model_key, "scale": scale.to_dict(),
-                      "reference": [{"query_id": r["query_id"], "persona": r.get("persona"), **asdict(f)}
-                                    for r, f in zip(reference, feats) if f is not None],
-                      "seconds": round(time.perf_counter() - started, 2)}
-            try:
-                write_json(self.cache_path, record)
-            except OSError as exc:  # the fitted scale is still used; only the next run's shortcut is lost
-                warnings.warn(f"could not cache the coherence scale in {self.cache_path} ({type(exc).__name__}: {exc}); "
-                              "it is used for this run and fitted again next time", RuntimeWarning, stacklevel=2)
-        return scale
+                readings = [None if x is None else Reading(**x) for x in cached["readings"]]
+        if readings is None:
+            readings = read_answers(model, tokenizer, self.model_key, queries, responses, n_other=self.n_other,
+                                    batch_size=self.batch_size, progress=self.progress)
+            if self.cache_path is not None:
+                try:
+                    write_json(self.cache_path, {"fingerprint": key, "gold": self.gold.name, "model_key": self.model_key,
+                                                 "readings": [None if x is None else asdict(x) for x in readings]})
+                except OSError as exc:  # the readings are still used; only the next run's shortcut is lost
+                    warnings.warn(f"could not cache the gold readings in {self.cache_path} ({type(exc).__name__}: {exc})",
+                                  RuntimeWarning, stacklevel=2)
+        return self.features(queries, responses, readings)
+
+    @property
+    def maps(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per scale, the linear map from features to the label, fitted on the gold set's fit half."""
+        if self._maps is None:
+            feats = self.gold_features()
+            fit = [i for i in self.gold.fit if feats[i] is not None]
+            self._maps = {scale: _linear_fit(np.array([[getattr(feats[i], f) for f in FEATURES[scale]] for i in fit]),
+                                             self.gold.labels(scale, fit)) for scale in SCALES}
+        return self._maps
+
+    def predict(self, feats: Sequence[AnswerFeatures | None]) -> dict[str, np.ndarray]:
+        """Both scales (0–10) of each answer's features; 0 for None (an empty answer)."""
+        out = {}
+        for scale in SCALES:
+            mean, sd, w = self.maps[scale]
+            x = np.array([[getattr(f, name) for name in FEATURES[scale]] if f is not None else mean
+                          for f in feats], dtype=float).reshape(len(feats), -1)
+            y = np.clip(((x - mean) / sd) @ w[:-1] + w[-1], 0.0, 10.0)
+            y[[f is None for f in feats]] = 0.0
+            out[scale] = y
+        return out
 
     # -- the Judge interface
 
-    def assistant_likeness(self, responses: Sequence[str]) -> np.ndarray:
-        """Assistant-likeness (0–10) of each response text; empty texts score 0."""
-        texts = list(responses)
-        out = np.zeros(len(texts))
-        keep = [i for i, t in enumerate(texts) if t.strip()]
-        if keep:
-            out[keep] = self.classifier.score([texts[i] for i in keep])
-        return out
-
     def score(self, items: Sequence[Item] | Iterable[Item]) -> list[Score]:
-        """Score items in input order; equal (prompt, response) pairs are computed once."""
+        """Score items in input order; equal (query, response) pairs are computed once."""
         items = [coerce_item(it, i) for i, it in enumerate(items)]
-        if not items:
-            return []
-        prompts = [self.prompt_for(it) if it.response.strip() else "" for it in items]
         unique: dict[tuple[str, str], int] = {}
-        for p, it in zip(prompts, items):
-            if it.response.strip():
-                unique.setdefault((p, it.response), len(unique))
+        for it in items:
+            unique.setdefault((it.query, it.response), len(unique))
         pairs = list(unique)
-        al = self.assistant_likeness([r for _, r in pairs]) if pairs else np.zeros(0)
-        scale = self.coherence_scale if pairs else None
-        model, tokenizer = self.model_and_tokenizer() if pairs else (None, None)
-        feats = coherence_features(model, tokenizer, [p for p, _ in pairs], [r for _, r in pairs],
-                                   batch_size=self.batch_size, progress=self.progress) if pairs else []
+        feats = self.features([q for q, _ in pairs], [r for _, r in pairs]) if pairs else []
+        pred = self.predict(feats) if pairs else {}
         out: list[Score] = []
-        for p, it in zip(prompts, items):
-            if not it.response.strip():
+        for it in items:
+            j = unique[(it.query, it.response)]
+            f = feats[j]
+            if f is None:
                 out.append(Score(0.0, 0.0, self.id, None, "empty response (the rubric's 0 on both scales)"))
                 continue
-            j = unique[(p, it.response)]
-            f = feats[j]
-            if f is None:  # whitespace the tokenizer keeps but no real token: treat as empty
-                out.append(Score(0.0, 0.0, self.id, None, "no response tokens"))
-                continue
-            co = scale(f)
-            why = (f"P(assistant)={al[j] / 10:.2f}; {f.mean_logprob:.2f} nats/token, "
-                   f"{100 * f.repeated_ngram_fraction:.0f}% repeated 3-grams, {100 * f.distinct_token_ratio:.0f}% distinct tokens")
-            out.append(Score(round(float(al[j]), 4), round(float(co), 4), self.id, None, why))
+            why = (f"voice log-odds {f.voice:.2f}; {f.fluency:.2f} nats/token, relevance {f.relevance:+.2f}; "
+                   f"{100 * f.loop:.0f}% repeated words, {100 * f.distinct:.0f}% distinct")
+            out.append(Score(round(float(pred["assistant_likeness"][j]), 4), round(float(pred["coherence"][j]), 4),
+                             self.id, None, why))
         return out
 
     def score_one(self, query: str, response: str) -> Score:
         """Score a single (query, response) pair."""
         return self.score([Item(query, response)])[0]
 
-    # -- validation on the held-out queries
+    # -- validation
 
-    def validation(self, n_coherence: int | None = 90, seed: int = 0, kinds: Sequence[str] = BROKEN_KINDS) -> dict[str, Any]:
-        """How well the judge does on the held-out queries, which it never trained on.
+    def validation(self, n_synthetic: int | None = 60, n_boot: int = 1000, seed: int = 0,
+                   baselines: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None) -> dict[str, Any]:
+        """How well the judge does on data it was not fitted on.
 
-        `assistant_likeness`: AUROC of assistant vs non-assistant answers and mean score per kind.
-        `coherence`: `n_coherence` held-out answers (spread over personas) and broken versions of each
-        (`break_text`), with the mean coherence and the AUROC of normal over broken per kind.
+        `gold`: the gold set's test half (`gold_validation`), for this judge and for each of `baselines`
+        (judge name -> answer id -> scores). `assistant_likeness_holdout`: AUROC of assistant vs persona
+        answers to the held-out queries of step 3. `synthetic`: `n_synthetic` held-out answers broken
+        each way steering breaks text (`break_text`), mean coherence per kind and AUROC of normal over broken.
         """
+        feats = self.gold_features()
+        pred = self.predict([feats[i] for i in self.gold.test])
+        mine = {self.gold.rows[i]["id"]: {s: float(pred[s][k]) for s in SCALES} for k, i in enumerate(self.gold.test)}
+        result: dict[str, Any] = {"judge": self.id, "gold": {self.id: gold_validation(self.gold, mine, n_boot, seed)},
+                                  "n_gold_fit": len(self.gold.fit), "n_gold_test": len(self.gold.test),
+                                  "self_agreement": self.gold.self_agreement()}
+        for name, scores in (baselines or {}).items():
+            result["gold"][name] = gold_validation(self.gold, scores, n_boot, seed)
         rows = self.holdout_rows
-        al = self.assistant_likeness([r["response"] for r in rows])
+        al = self.score([Item(r["query"], r["response"]) for r in rows])
+        x = np.array([s.assistant_likeness for s in al])
         is_a = np.array([r["kind"] == "assistant" for r in rows])
-        per_persona = {}
-        for r, s in zip(rows, al):
-            per_persona.setdefault(str(r.get("persona", r["kind"])), []).append(float(s))
-        result: dict[str, Any] = {
-            "judge": self.id,
-            "n_train": len(self.train_rows),
-            "assistant_likeness": {
-                "n_holdout": len(rows),
-                "auroc": auroc(al[is_a], al[~is_a]),
-                "auroc_ci95": auroc_interval(is_a, al, [str(r["query_id"]) for r in rows], seed=seed),
-                "mean_assistant": float(al[is_a].mean()) if is_a.any() else float("nan"),
-                "mean_non_assistant": float(al[~is_a].mean()) if (~is_a).any() else float("nan"),
-                "mean_by_persona": {k: float(np.mean(v)) for k, v in per_persona.items()},
-            },
-        }
-        picked = [r for r in _stratified(rows, n_coherence, seed) if len(r["response"].split()) >= 4]
-        if not picked:
-            result["coherence"] = {"n": 0}
-            return result
-        _, tokenizer = self.model_and_tokenizer()
-        rng = random.Random(seed)
-        texts = {"normal": [r["response"] for r in picked]}
-        for kind in kinds:
-            texts[kind] = [break_text(t, kind, rng, tokenizer) for t in texts["normal"]]
-        names = list(texts)
-        flat = [Item(r["query"], texts[name][i]) for name in names for i, r in enumerate(picked)]
-        scores = [s.coherence for s in self.score(flat)]
-        by_kind = {name: np.array(scores[k * len(picked):(k + 1) * len(picked)], dtype=float) for k, name in enumerate(names)}
-        normal = by_kind["normal"]
-        result["coherence"] = {
-            "n": len(picked),
-            "scale": self.coherence_scale.to_dict(),
-            "mean": {name: float(v.mean()) for name, v in by_kind.items()},
-            "median": {name: float(np.median(v)) for name, v in by_kind.items()},
-            "auroc_normal_vs": {name: auroc(normal, v) for name, v in by_kind.items() if name != "normal"},
-            "scores": {name: v.tolist() for name, v in by_kind.items()},
-            "examples": {name: texts[name][0] for name in names},
-        }
+        result["assistant_likeness_holdout"] = {
+            "n": len(rows), "auroc": auroc(x[is_a], x[~is_a]),
+            "auroc_ci95": auroc_interval(is_a, x, [str(r["query_id"]) for r in rows], n_boot=n_boot, seed=seed)}
+        result["synthetic"] = self._synthetic(n_synthetic, seed)
         return result
+
+    def _synthetic(self, n: int | None, seed: int) -> dict[str, Any]:
+        rng = random.Random(seed)
+        rows = [r for r in self.holdout_rows if r["kind"] == "assistant" and len(r["response"].split()) >= 12]
+        rng.shuffle(rows)
+        picked = rows[:n]
+        if len(picked) < 2:
+            return {"n": len(picked)}
+        _, tokenizer = self.model_and_tokenizer()
+        others = [picked[(k + 1) % len(picked)]["response"] for k in range(len(picked))]  # an answer to another query
+        texts = {"normal": [r["response"] for r in picked]}
+        for kind in BROKEN_KINDS:
+            texts[kind] = [break_text(r["response"], kind, rng, tokenizer, other) for r, other in zip(picked, others)]
+        items = [Item(r["query"], texts[kind][k]) for kind in texts for k, r in enumerate(picked)]
+        co = np.array([s.coherence for s in self.score(items)]).reshape(len(texts), len(picked))
+        by_kind = dict(zip(texts, co))
+        return {"n": len(picked), "mean": {k: float(v.mean()) for k, v in by_kind.items()},
+                "auroc_normal_vs": {k: auroc(by_kind["normal"], v) for k, v in by_kind.items() if k != "normal"},
+                "examples": {k: v[0] for k, v in texts.items()}}
+
+
+def gold_validation(gold: GoldSet, scores: Mapping[str, Mapping[str, float]], n_boot: int = 1000,
+                    seed: int = 0) -> dict[str, dict[str, Any]]:
+    """A judge's scores against the gold labels of the test half, per scale: Spearman, and AUROC of the
+    clearly good (label >= 7) over the clearly bad (<= 3), each with an interval resampled by query."""
+    out: dict[str, dict[str, Any]] = {}
+    rows = [gold.rows[i] for i in gold.test if gold.rows[i]["id"] in scores]
+    groups = [r["query_id"] for r in rows]
+    for scale in SCALES:
+        y = np.array([r[scale] for r in rows], dtype=float)
+        x = np.array([scores[r["id"]][scale] for r in rows], dtype=float)
+        clear = (y >= 7) | (y <= 3)
+        good = y >= 7
+        rho = spearman(x, y)
+        out[scale] = {
+            "n": len(rows), "n_good": int(good.sum()), "n_bad": int((y <= 3).sum()),
+            "spearman": rho,
+            "spearman_ci95": grouped_interval(lambda k, x=x, y=y: spearman(x[k], y[k]), groups, n_boot, seed=seed),
+            "auroc": auroc(x[clear & good], x[clear & ~good]),
+            "auroc_ci95": auroc_interval(good[clear], x[clear], [g for g, c in zip(groups, clear) if c],
+                                         n_boot=n_boot, seed=seed),
+        }
+    return out
 
 
 def default_judge(
