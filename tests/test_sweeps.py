@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from axes_lib.generation import generate
-from axes_lib.interventions import Add, Cap, Intervention
+from axes_lib.interventions import Ablate, Add, Cap, Intervention
 from axes_lib.sweeps import Setting, sweep
 
 SYSTEMS = ["a b c d e f g h i j k l m n", "z y x w v u t s r"]
@@ -39,7 +39,7 @@ def counting(monkeypatch):
     return asked
 
 
-@pytest.mark.parametrize("kind", [Add, Cap])
+@pytest.mark.parametrize("kind", [Add, Cap, Ablate])
 def test_sweep_equals_each_setting_alone_and_resumes(tiny_llama, tmp_path, kind, counting):
     model, tokenizer = tiny_llama
     torch.manual_seed(3)

@@ -31,7 +31,7 @@ _WHERE = {
     "loop_coverage": "repetition",
     "BROKEN_KINDS": "breakers", "break_text": "breakers",
     "agreement": "evaluation", "judge_rows": "evaluation", "means": "evaluation", "scores_of": "evaluation",
-    "summarise": "evaluation", "sweet_spot": "evaluation", "text_key": "evaluation", "unique_texts": "evaluation",
+    "summarise": "evaluation", "query_halves": "evaluation", "query_mean": "evaluation", "sweet_spot": "evaluation", "text_key": "evaluation", "unique_texts": "evaluation",
 }
 
 __all__ = sorted(_WHERE)
