@@ -48,6 +48,7 @@ from axes_lib.artifacts import Artifacts, Step
 from axes_lib.figures import Plain, gold_scatter, judged_curves, save
 from axes_lib.io import read_jsonl, write_json
 from axes_lib.judge import (
+    BROKEN_KINDS,
     Item,
     OfflineJudge,
     agreement,
@@ -165,10 +166,10 @@ fig
 
 # %%
 synthetic = validation["synthetic"]
-for kind, value in synthetic["mean"].items():
-    glue(f"synthetic_{kind}", round(value, 1), display=False)
+for kind in ("normal", *BROKEN_KINDS):
+    glue(f"synthetic_{kind}", round(synthetic["mean"].get(kind, float("nan")), 1), display=False)
 glue("synthetic_n", synthetic["n"], display=False)
-glue("synthetic_min_auroc", round(min(synthetic["auroc_normal_vs"].values()), 2), display=False)
+glue("synthetic_min_auroc", round(min(synthetic["auroc_normal_vs"].values(), default=float("nan")), 2), display=False)
 pd.DataFrame({"mean coherence": synthetic["mean"],
               "AUROC intact vs this": {"normal": None, **synthetic["auroc_normal_vs"]}}).round(2)
 

@@ -288,11 +288,11 @@ class OfflineJudge:
 
     def _synthetic(self, n: int | None, seed: int) -> dict[str, Any]:
         rng = random.Random(seed)
-        rows = [r for r in self.holdout_rows if r["kind"] == "assistant" and len(r["response"].split()) >= 12]
+        rows = [r for r in self.holdout_rows if r["kind"] == "assistant" and len(r["response"].split()) >= 4]
         rng.shuffle(rows)
         picked = rows[:n]
         if len(picked) < 2:
-            return {"n": len(picked)}
+            return {"n": len(picked), "mean": {}, "auroc_normal_vs": {}, "examples": {}}
         _, tokenizer = self.model_and_tokenizer()
         others = [picked[(k + 1) % len(picked)]["response"] for k in range(len(picked))]  # an answer to another query
         texts = {"normal": [r["response"] for r in picked]}
