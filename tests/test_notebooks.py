@@ -122,10 +122,11 @@ def test_judge_scores_every_answer(smoke):
     manifest = json.loads((art / "evaluations" / f"judge_{KEY}.manifest.json").read_text())
     assert manifest["complete"] and manifest["n_answers"] == len(answers) and manifest["n_missing"] == 0
     summary = json.loads((art / "evaluations" / f"judge_evaluation_{KEY}.json").read_text())
-    likeness = summary["validation"]["assistant_likeness"]
+    likeness = summary["validation"]["assistant_likeness_holdout"]
     assert likeness["auroc_ci95"][0] <= likeness["auroc"] <= likeness["auroc_ci95"][1]
-    # the AUROC agrees with the per-persona means it was computed from: assistant answers score higher on average
-    assert (likeness["auroc"] > 0.5) == (likeness["mean_assistant"] > likeness["mean_non_assistant"])
+    gold = summary["validation"]["gold"][f"offline:{KEY}:{VERSION}"]
+    for scale in ("assistant_likeness", "coherence"):  # the smoke judge's scores against the gold labels it was not fitted on
+        assert gold[scale]["n"] > 0 and gold[scale]["spearman_ci95"][0] <= gold[scale]["spearman"] <= gold[scale]["spearman_ci95"][1]
     for figure in ("steering_evaluation", "capping_evaluation", "judge_gold"):
         _drawn(art / "figures" / f"{figure}.png")
     glued = _glued(smoke / "book/07_judge_evaluation.ipynb")
