@@ -202,3 +202,9 @@ class Plain(str):
 
     def __repr__(self) -> str:
         return str(self)
+
+    @classmethod
+    def list(cls, items: Sequence[Any]) -> Plain:
+        """`a, b and c`: a list that reads as prose (and that the book's text role keeps as written)."""
+        words = [str(x) for x in items]
+        return cls(", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words))

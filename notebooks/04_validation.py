@@ -135,8 +135,8 @@ for method, ev in evaluations.items():
     glue(f"{method}_persona_acc", round(100 * persona_acc, 1), display=False)
     glue(f"{method}_null_max_d", round(null_max, 2), display=False)
     glue(f"{method}_max_d", round(max(ev["query_split"]["test"]["cohens_d"]), 2), display=False)
-    glue(f"{method}_capping_layers", Plain(", ".join(map(str, ev["capping"]["layers"]))), display=False)
-glue("held_out_personas", Plain(", ".join(held_personas)), display=False)
+    glue(f"{method}_capping_layers", Plain.list(ev["capping"]["layers"]), display=False)
+glue("held_out_personas", Plain.list(held_personas), display=False)
 stronger = max(evaluations, key=lambda m: evaluations[m]["query_split"]["best"]["cohens_d"])
 glue("stronger_method", Plain(stronger.replace("_", "-")), display=False)
 import pandas as pd

@@ -110,7 +110,7 @@ table = (frame[frame.setting != "assistant"].groupby(["unit", "scale", "scale_sd
 table["empty answers"] = frame[frame.setting != "assistant"].groupby(["unit", "scale", "scale_sd"], sort=True)[
     "response"].apply(lambda s: int((s.str.strip() == "").sum())).values
 step.done(n_answers=len(rows), projection_sd=sd, assistant_projection_mean=float(assistant_mean))
-glue("add_layers", Plain(", ".join(map(str, layers))), display=False)
+glue("add_layers", Plain.list(layers), display=False)
 glue("add_sd", round(float(np.mean(list(sd.values()))), 2), display=False)
 glue("add_assistant_projection", round(float(assistant_mean), 2), display=False)
 glue("add_n_prompts", len(others), display=False)

@@ -144,7 +144,7 @@ glue("cap_assistant_projection", round(float(assistant_mean), 2), display=False)
 glue("cap_best_setting", Plain(best["setting"]), display=False)
 glue("cap_best_movement", round(100 * float(best["movement"])), display=False)
 glue("cap_default_movement", round(100 * float(default["movement"].iloc[0])), display=False)
-glue("cap_measure_layers", Plain(", ".join(map(str, measure_layers))), display=False)
+glue("cap_measure_layers", Plain.list(measure_layers), display=False)
 summary.round(3)
 
 # %% [markdown]
