@@ -268,7 +268,7 @@ def test_default_judge_chooses_by_key(monkeypatch, tmp_path, judge):
 
 
 def test_gold_features_cache_is_json(judge, tmp_path, smollm2, monkeypatch):
-    """The gold answers' features are cached as JSON beside the artifacts and reused while their inputs are unchanged."""
+    """How the model reads the gold answers is cached as JSON beside the gold set and reused while its inputs are unchanged."""
     art = tmp_path / "artifacts"
     shutil.copytree(ARTIFACTS / "responses", art / "responses", ignore=shutil.ignore_patterns("*_additive*", "*_capping*"))
     (art / "evaluations").mkdir()
@@ -282,7 +282,17 @@ def test_gold_features_cache_is_json(judge, tmp_path, smollm2, monkeypatch):
     model, tok = smollm2
     first = OfflineJudge(KEY, art, model=model, tokenizer=tok, gold_dir=gold)
     feats = first.gold_features()
-    assert json.loads(first.cache_path.read_text())["features"][0] == feats[0].__dict__
+    cached = json.loads(first.cache_path.read_text())["readings"]
+    assert (cached[0]["fluency"], cached[0]["relevance"]) == (feats[0].fluency, feats[0].relevance)
+    import axes_lib.judge.offline as offline_mod
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the cached readings must not need a model pass")
+
+    monkeypatch.setattr(offline_mod, "read_answers", no_reading)
     again = OfflineJudge(KEY, art, model=model, tokenizer=tok, gold_dir=gold)
-    again.features = None  # the cached features must not need any model pass
     assert again.gold_features() == feats
+    (gold / f"{KEY}_gold_items.jsonl").write_text((gold / f"{KEY}_gold_items.jsonl").read_text().replace("?", "??", 1))
+    changed = OfflineJudge(KEY, art, model=model, tokenizer=tok, gold_dir=gold)
+    with pytest.raises(AssertionError, match="must not need"):  # an edited gold answer is read again
+        changed.gold_features()
