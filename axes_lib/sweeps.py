@@ -81,8 +81,8 @@ def sweep(
     meaning = _meanings(settings, out_path)
     want = {(s.label, r["id"]): fingerprint(r["prompt"], meaning[s.label], producer) for s in settings for r in records}
     stored = read_jsonl(out_path) if out_path.exists() else []
-    have = {(row["setting"], row["id"]): row for row in stored
-            if want.get((row.get("setting"), row.get("id"))) == row.get("fingerprint")}
+    have = {(row["setting"], row["id"]): row for row in stored  # rows of another format have no fingerprint
+            if row.get("fingerprint") is not None and want.get((row.get("setting"), row.get("id"))) == row["fingerprint"]}
     chunk = batch_size if chunk is None else chunk
     todo = [(k, [r for r in records if (s.label, r["id"]) not in have]) for k, s in enumerate(settings)]
     todo = [(k, rows[i:i + chunk]) for k, rows in todo for i in range(0, len(rows), chunk)]

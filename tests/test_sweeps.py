@@ -127,6 +127,16 @@ def test_changed_inputs_regenerate_exactly_their_rows(tiny_llama, tmp_path, coun
     assert counting == [3 * n]
 
 
+def test_rows_without_fingerprints_are_regenerated(tiny_llama, tmp_path):
+    """A file of another format (rows without setting, id or fingerprint) is stale, not a crash."""
+    model, tokenizer = tiny_llama
+    out = tmp_path / "old.jsonl"
+    out.write_text("".join(json.dumps({"persona": "p", "query_id": r["id"], "response": "old"}) + "\n" for r in RECORDS))
+    rows = sweep(model, tokenizer, RECORDS, [Setting("off", None)], out, max_new_tokens=3)
+    assert [r["id"] for r in rows] == [r["id"] for r in RECORDS] and all(r["fingerprint"] for r in rows)
+    assert all("old" != r["response"] for r in rows)
+
+
 def test_sweep_checks_settings_before_generating(tiny_llama, tmp_path, counting):
     model, tokenizer = tiny_llama
     direction = {1: torch.randn(model.config.hidden_size)}
