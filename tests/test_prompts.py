@@ -178,7 +178,8 @@ def test_contrastive_records_are_persona_major():
     queries, personas = load_queries(3), load_personas()[2:5]
     records = contrastive_prompts(queries, personas, model_type="llama")
     assert [(r["persona"], r["query_id"]) for r in records] == [(p.name, q.id) for p in personas for q in queries]
-    assert set(records[0]) == {"persona", "kind", "query_id", "category", "query", "prompt"}
+    assert set(records[0]) == {"id", "persona", "kind", "query_id", "category", "query", "prompt"}
+    assert len({r["id"] for r in records}) == len(records) and records[0]["id"] == f"{personas[0].name}/{queries[0].id}"
     for r in records:
         persona = next(p for p in personas if p.name == r["persona"])
         assert r["kind"] == persona.kind
