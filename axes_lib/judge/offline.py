@@ -58,8 +58,10 @@ GOLD_DIR = Path(__file__).resolve().parents[2] / "artifacts" / "gold"
 
 def _load_contrastive(root: Path, model_key: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Step 1's contrastive answers and step 3's split, with errors that say which notebook makes them."""
-    responses = root / "responses" / f"{model_key}_responses.jsonl"
-    split = root / "evaluations" / f"{model_key}_split.json"
+    from axes_lib.artifacts import Artifacts
+
+    paths = Artifacts(root, model_key)
+    responses, split = paths.responses, paths.split
     if not responses.is_file():
         raise FileNotFoundError(
             f"no contrastive answers at {responses}: the offline judge learns from them; run notebook "
