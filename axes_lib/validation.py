@@ -14,16 +14,18 @@ from axes_lib.directions import check_acts, compute_direction, layer_labels
 from axes_lib.metrics import (
     ArrayLike,
     accuracy,
+    auroc_columns,
     balanced_accuracy,
     bootstrap_ci,
     cohens_d,
     fit_threshold,
     project,
     projection_stats,
+    rank_among,
 )
 from axes_lib.splits import check_indices
 
-__all__ = ["evaluate_layers", "shuffled_null"]
+__all__ = ["evaluate_layers", "null_summary", "shuffled_null"]
 
 
 def _labels(is_assistant: ArrayLike, n: int) -> np.ndarray:
@@ -65,7 +67,7 @@ def _fit_direction(train_acts: torch.Tensor, y_train: np.ndarray) -> torch.Tenso
 def _score(proj: np.ndarray, y: np.ndarray, threshold: np.ndarray) -> dict[str, np.ndarray]:
     pos, neg = proj[y], proj[~y]
     return {"cohens_d": cohens_d(pos, neg), "accuracy": accuracy(pos, neg, threshold),
-            "balanced_accuracy": balanced_accuracy(pos, neg, threshold)}
+            "balanced_accuracy": balanced_accuracy(pos, neg, threshold), "auroc": auroc_columns(pos, neg)}
 
 
 def _lists(d: Mapping[str, np.ndarray]) -> dict[str, list[float]]:
@@ -113,6 +115,8 @@ def evaluate_layers(
 
     report: dict[str, Any] = {"layers": labels}
     report["n"] = {name: {"assistant": int(ys.sum()), "other": int((~ys).sum())} for name, ys in y_side.items()}
+    # What accuracy a rule that ignores the prompt reaches: always the larger class of the holdout.
+    report["majority_baseline"] = float(max(y_side["test"].mean(), 1 - y_side["test"].mean()))
     report["direction_norm"] = [float(v) for v in direction.double().norm(dim=1)]
     for name in sides:
         pos, neg = proj[name][y_side[name]], proj[name][~y_side[name]]
@@ -137,7 +141,8 @@ def evaluate_layers(
     test = report["test"]
     report["best_layer"] = labels[best]
     report["best"] = {"layer": labels[best], "column": best, "threshold": report["train"]["threshold"][best],
-                      **{k: test[k][best] for k in ("cohens_d", "cohens_d_low", "cohens_d_high", "accuracy", "balanced_accuracy")}}
+                      **{k: test[k][best] for k in ("cohens_d", "cohens_d_low", "cohens_d_high", "accuracy", "balanced_accuracy",
+                                     "auroc")}}
     report["selection"] = {
         "on": chooser,
         "rule": "max balanced accuracy, then max lower CI bound of Cohen's d, then lowest layer",
@@ -174,7 +179,7 @@ def shuffled_null(
     # float64 copies made once; each permutation is then two weighted sums over the prompts.
     x_train, x_test = _rows(acts, train).double(), _rows(acts, test).double()
     y_train, y_test = y[train], y[test]
-    runs: dict[str, list[np.ndarray]] = {"cohens_d": [], "accuracy": [], "balanced_accuracy": []}
+    runs: dict[str, list[np.ndarray]] = {"cohens_d": [], "accuracy": [], "balanced_accuracy": [], "auroc": []}
     for _ in range(n_perm):
         y_perm = y_train[rng.permutation(len(train))]
         weights = np.where(y_perm, 1.0 / y_perm.sum(), -1.0 / (~y_perm).sum())
@@ -194,4 +199,20 @@ def shuffled_null(
         "max_accuracy": mats["accuracy"].max(axis=1).tolist(),
         "cohens_d_q95": np.quantile(mats["cohens_d"], 0.95, axis=0).tolist(),
         "balanced_accuracy_q95": np.quantile(mats["balanced_accuracy"], 0.95, axis=0).tolist(),
+        "max_auroc": mats["auroc"].max(axis=1).tolist(),
     }
+
+
+def null_summary(null: Mapping[str, Any], real: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """`shuffled_null`'s result without its per-draw matrices (too large to store at 1,000 draws), with the
+    rank of the real holdout values (`real[metric]`, `[L]`, e.g. `evaluate_layers(...)["test"]`) among the
+    draws per layer, and the p-value of the real maximum over layers among the draws' maxima (the fair
+    comparison for a best layer picked on the holdout)."""
+    metrics = ("cohens_d", "accuracy", "balanced_accuracy", "auroc")
+    out = {k: v for k, v in null.items() if k not in metrics}
+    n = len(null["max_abs_cohens_d"])
+    for k in metrics:
+        out[f"rank_{k}"] = rank_among(np.asarray(real[k]), np.asarray(null[k]))
+    best_d = float(np.max(np.abs(real["cohens_d"])))
+    out["p_value_max_abs_cohens_d"] = float((1 + np.sum(np.asarray(null["max_abs_cohens_d"]) >= best_d)) / (1 + n))
+    return out
