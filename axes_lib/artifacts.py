@@ -44,6 +44,15 @@ class Artifacts:
     def activations(self, method: str) -> Path:
         return self.root / "activations" / f"{self.stem}_{method}.safetensors"
 
+    @property
+    def answer_filters(self) -> Path:
+        """Step 4's loop rates, role adherence and the refits on filtered answers."""
+        return self.root / "evaluations" / f"{self.stem}_answer_filters.json"
+
+    def layout_responses(self, layout: str) -> Path:
+        """Step 4's answers to a subset of the queries under another wording of the personas (`prompts.LAYOUTS`)."""
+        return self.root / "responses" / f"{self.stem}_responses_{layout}.jsonl"
+
     def manifest(self, folder: str) -> Path:
         """The manifest of a step that writes several files into `folder` (activations, directions, ...)."""
         return self.root / folder / f"{self.stem}.manifest.json"

@@ -28,7 +28,7 @@ from axes_lib.directions import check_acts, layer_labels
 from axes_lib.metrics import auroc_columns, cohens_d, fit_threshold, rank_among
 from axes_lib.splits import check_indices
 
-__all__ = ["leave_one_persona_out", "partition_null", "random_directions", "role_adherence"]
+__all__ = ["leave_one_persona_out", "partition_null", "random_directions", "role_adherence", "separation"]
 
 
 def _group_means(x: torch.Tensor, groups: np.ndarray, names: Sequence[str]) -> tuple[torch.Tensor, np.ndarray]:
@@ -46,6 +46,17 @@ def _as_array(values: Sequence[Any], n: int, name: str) -> np.ndarray:
     if out.shape != (n,):
         raise ValueError(f"{name} has {out.shape[0] if out.ndim else 0} entries but acts has {n} prompts")
     return out
+
+
+def separation(acts: torch.Tensor, is_assistant: Sequence[bool], direction: torch.Tensor) -> dict[str, list[float]]:
+    """Cohen's d and AUROC per layer of `acts` (`[n, L, d]`) projected on a fixed direction (`[L, d]`), e.g. the
+    committed axis on prompts in another format: nothing is refitted."""
+    check_acts(acts)
+    y = _as_array(is_assistant, acts.shape[0], "is_assistant").astype(bool)
+    if direction.shape != acts.shape[1:]:
+        raise ValueError(f"direction has shape {tuple(direction.shape)}, expected {tuple(acts.shape[1:])} (one vector per layer)")
+    proj = torch.einsum("nld,ld->nl", acts.double(), _unit(direction.double())).numpy()
+    return {"cohens_d": np.asarray(cohens_d(proj[y], proj[~y])).tolist(), "auroc": auroc_columns(proj[y], proj[~y]).tolist()}
 
 
 def partition_null(
@@ -96,10 +107,8 @@ def random_directions(
         raise ValueError(f"n must be at least 1, got {n}")
     y = _as_array(is_assistant, acts.shape[0], "is_assistant").astype(bool)
     test = check_indices(test_idx, acts.shape[0], "test_idx")
-    axis = axis.double()
-    if axis.shape != acts.shape[1:]:
-        raise ValueError(f"axis has shape {tuple(axis.shape)}, expected {tuple(acts.shape[1:])} (one vector per layer)")
-    u = _unit(axis)
+    real = separation(acts[torch.as_tensor(test)], y[test], axis)
+    u = _unit(axis.double())
     x_test, y_test = acts[torch.as_tensor(test)].double(), y[test]
     rng = torch.Generator().manual_seed(seed)
     d_all, auc_all = [], []
@@ -111,12 +120,10 @@ def random_directions(
             d_all.append(np.abs(cohens_d(p[y_test], p[~y_test])))
             auc = auroc_columns(p[y_test], p[~y_test])
             auc_all.append(np.maximum(auc, 1 - auc))
-    proj = torch.einsum("nld,ld->nl", x_test, u).numpy()
-    real_d, real_auc = cohens_d(proj[y_test], proj[~y_test]), auroc_columns(proj[y_test], proj[~y_test])
     d_arr, auc_arr = np.stack(d_all), np.stack(auc_all)
     return {"layers": layer_labels(layers, acts.shape[1]), "n": n, "seed": seed, "orthogonal_to_axis": True,
-            "real": {"cohens_d": np.asarray(real_d).tolist(), "auroc": np.asarray(real_auc).tolist()},
-            "rank_cohens_d": rank_among(real_d, d_arr), "rank_auroc": rank_among(real_auc, auc_arr)}
+            "real": real, "rank_cohens_d": rank_among(np.asarray(real["cohens_d"]), d_arr),
+            "rank_auroc": rank_among(np.asarray(real["auroc"]), auc_arr)}
 
 
 def leave_one_persona_out(

@@ -21,8 +21,10 @@ __all__ = [
     "METHOD_LABEL",
     "SCALE_COLOR",
     "Plain",
+    "controls_by_layer",
     "direction_discovery",
     "direction_overview",
+    "format_transfer",
     "gold_scatter",
     "judged_curves",
     "layer_comparison",
@@ -208,3 +210,35 @@ class Plain(str):
         """`a, b and c`: a list that reads as prose (and that the book's text role keeps as written)."""
         words = [str(x) for x in items]
         return cls(", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words))
+
+
+def _per_method_axes(n: int, title: str) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(5.5 * n, 3.8), layout="constrained")
+    fig.suptitle(title)
+    return fig, fig.subplots(1, n, squeeze=False)[0]
+
+
+def controls_by_layer(panels: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Per method: the axis's holdout AUROC per layer against its controls (each a curve `{label: [L]}`)."""
+    fig, axes = _per_method_axes(len(panels), "The axis against its controls (holdout AUROC)")
+    for ax, (method, panel) in zip(axes, panels.items()):
+        ax.plot(panel["layers"], panel["axis"], color=METHOD_COLOR.get(method), lw=2, label="assistant axis")
+        for (label, curve), ls in zip(panel["controls"].items(), ["--", ":", "-.", (0, (1, 3))]):
+            ax.plot(panel["layers"], curve, color="grey", ls=ls, lw=1.2, label=label)
+        ax.axhline(0.5, color="grey", lw=0.5)
+        ax.set(xlabel="layer", ylabel="AUROC", ylim=(0.3, 1.02), title=METHOD_LABEL.get(method, method))
+        ax.legend(fontsize=7)
+    return fig
+
+
+def format_transfer(panels: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Per method: AUROC per layer of the assistant contrast under each prompt wording (`{label: [L]}`)."""
+    fig, axes = _per_method_axes(len(panels), "Does the separation survive another prompt format? (held-out queries)")
+    for ax, (method, panel) in zip(axes, panels.items()):
+        for label, curve in panel["curves"].items():
+            ax.plot(panel["layers"], curve, marker="o", ms=2.5, lw=1.2, label=label)
+        ax.axvline(panel["best_layer"], color="k", ls=":", lw=1)
+        ax.axhline(0.5, color="grey", lw=0.5)
+        ax.set(xlabel="layer", ylabel="AUROC", ylim=(0, 1.02), title=METHOD_LABEL.get(method, method))
+        ax.legend(fontsize=7)
+    return fig

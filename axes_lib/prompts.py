@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 __all__ = [
     "CHATML_DEFAULT_SYSTEM",
     "KINDS",
+    "LAYOUTS",
     "LLAMA3_DATE",
     "LLAMA3_SYSTEM_PREAMBLE",
     "TEMPLATES",
@@ -34,6 +35,10 @@ __all__ = [
 
 #: Persona kinds: the two sides of the contrast.
 KINDS = ("assistant", "non_assistant")
+
+#: Wordings of every persona's system prompt: the seed's (what the main results use), one matched layout
+#: for all personas, and one sentence (personas.json, "layouts_note").
+LAYOUTS = ("seed", "matched", "one_sentence")
 
 #: Model types with a built-in chat template (used when no tokenizer is passed).
 TEMPLATES = ("smollm2", "qwen", "llama")
@@ -94,10 +99,14 @@ def _all_queries() -> tuple[Query, ...]:
 
 
 @lru_cache(maxsize=None)
-def _all_personas() -> tuple[Persona, ...]:
-    """All personas in file order, checked: known kinds and unique names."""
+def _all_personas(layout: str = "seed") -> tuple[Persona, ...]:
+    """All personas in file order in one wording, checked: known kinds, unique names, every layout present."""
     data = _read_json("personas.json")
-    personas = tuple(Persona(r["name"], r["label"], r["kind"], r["system"]) for r in data["personas"])
+    missing = [r["name"] for r in data["personas"] if set(r.get("layouts", {})) != set(LAYOUTS[1:])]
+    if missing:
+        raise ValueError(f"personas.json: personas {missing} need exactly the layouts {list(LAYOUTS[1:])}")
+    personas = tuple(Persona(r["name"], r["label"], r["kind"], r["system"] if layout == "seed" else r["layouts"][layout])
+                     for r in data["personas"])
     for persona in personas:
         if persona.kind not in KINDS:
             raise ValueError(f"personas.json: persona {persona.name!r} has kind {persona.kind!r}; expected one of {KINDS}")
@@ -122,11 +131,14 @@ def load_queries(n: int | None = None) -> list[Query]:
     return list(queries[:n])
 
 
-def load_personas(kind: str | None = None) -> list[Persona]:
-    """All personas in file order (assistant ones first), or only those of one `kind`."""
+def load_personas(kind: str | None = None, layout: str = "seed") -> list[Persona]:
+    """All personas in file order (assistant ones first), or only those of one `kind`, with the system
+    prompt in one of the `LAYOUTS` (default: the seed's wording)."""
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS} or None for all personas, got {kind!r}")
-    return [p for p in _all_personas() if kind is None or p.kind == kind]
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return [p for p in _all_personas(layout) if kind is None or p.kind == kind]
 
 
 def _check_messages(messages: Sequence[dict[str, str]]) -> None:

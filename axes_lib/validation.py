@@ -4,7 +4,7 @@ Everything that is fitted (direction, threshold) is fitted on the train indices 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,6 +84,7 @@ def evaluate_layers(
     seed: int = 0,
     val_idx: Sequence[int] | None = None,
     alpha: float = 0.05,
+    transfer: Callable[[torch.Tensor], Sequence[float]] | None = None,
 ) -> dict[str, Any]:
     """Fit the direction and thresholds on train, score every layer on the holdout, and pick a best layer.
 
@@ -97,6 +98,11 @@ def evaluate_layers(
     the direction is still fitted on `train_idx` only), so the reported holdout numbers of the best layer
     are unbiased; without it the rule is applied to the holdout itself and the report marks
     `selection_biased: true` (a max over layers; compare it with `shuffled_null`'s max over layers).
+
+    `transfer` guards the choice against a format detector: a function of the fitted direction (`[L, d]`)
+    that returns its AUROC per layer on prompts in another format (e.g. one-sentence role prompts to
+    train queries). The best layer then maximises min(selection AUROC, transfer AUROC), ties broken as
+    above, so a layer that separates only the prompts' layout cannot win.
     Returns plain lists/floats, ready for `write_json`.
     """
     check_acts(acts)
@@ -132,10 +138,15 @@ def evaluate_layers(
 
     chooser = "val" if "val" in sides else "test"
     sel = report[chooser]
+    if transfer is not None:
+        report["transfer_auroc"] = [float(v) for v in transfer(direction)]
+        if len(report["transfer_auroc"]) != len(labels):
+            raise ValueError(f"transfer returned {len(report['transfer_auroc'])} values for {len(labels)} layers")
 
     def key(c: int) -> tuple[float, float, int]:
         low = sel["cohens_d_low"][c]
-        return (-sel["balanced_accuracy"][c], np.inf if np.isnan(low) else -low, c)
+        first = sel["balanced_accuracy"][c] if transfer is None else min(sel["auroc"][c], report["transfer_auroc"][c])
+        return (-first, np.inf if np.isnan(low) else -low, c)
 
     best = min(range(len(labels)), key=key)
     test = report["test"]
@@ -145,7 +156,8 @@ def evaluate_layers(
                                      "auroc")}}
     report["selection"] = {
         "on": chooser,
-        "rule": "max balanced accuracy, then max lower CI bound of Cohen's d, then lowest layer",
+        "rule": ("max balanced accuracy" if transfer is None else "max of min(AUROC, AUROC on another prompt format)")
+        + ", then max lower CI bound of Cohen's d, then lowest layer",
         "selection_biased": chooser == "test",
     }
     report["params"] = {"n_boot": n_boot, "alpha": alpha, "seed": seed}

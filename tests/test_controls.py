@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from axes_lib.controls import leave_one_persona_out, partition_null, random_directions, role_adherence
+from axes_lib.controls import leave_one_persona_out, partition_null, random_directions, role_adherence, separation
 from axes_lib.metrics import auroc_columns, cohens_d, crossed_interval, rank_among
 from axes_lib.validation import evaluate_layers, null_summary, shuffled_null
 
@@ -147,3 +147,28 @@ def test_role_adherence_flags_answers_in_the_other_sides_voice() -> None:
     out = role_adherence(texts, y, who, groups)
     assert out["in_role"][1] is False and sum(out["in_role"]) >= len(texts) - 3
     assert out["total"] == {"helper": 30, "pirate": 30} and out["kept"]["pirate"] <= 29
+
+
+def test_a_transfer_guard_keeps_a_format_only_layer_from_being_chosen() -> None:
+    acts, y, _, _, train, test, _ = persona_dataset()
+    plain = evaluate_layers(acts, y, train, test, n_boot=20)
+    assert plain["best_layer"] == 2
+    seen = []
+
+    def transfer(direction: torch.Tensor) -> list[float]:
+        seen.append(tuple(direction.shape))
+        return [0.9, 0.6, 0.5]  # as if layer 2 separated only the layout of the fitting prompts
+
+    guarded = evaluate_layers(acts, y, train, test, n_boot=20, transfer=transfer)
+    assert seen == [(3, 24)] and guarded["best_layer"] == 0 and guarded["transfer_auroc"] == [0.9, 0.6, 0.5]
+    assert "another prompt format" in guarded["selection"]["rule"]
+    with pytest.raises(ValueError, match="3 layers"):
+        evaluate_layers(acts, y, train, test, n_boot=20, transfer=lambda d: [0.5])
+
+
+def test_separation_of_a_fixed_direction_is_sign_aware() -> None:
+    acts, y, *_, v = persona_dataset()
+    axis = torch.stack([v, v, v])
+    fwd, back = separation(acts, y, axis), separation(acts, y, -axis)
+    assert fwd["auroc"][2] > 0.95 and back["auroc"][2] == pytest.approx(1 - fwd["auroc"][2])
+    assert back["cohens_d"][2] == pytest.approx(-fwd["cohens_d"][2])

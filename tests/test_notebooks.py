@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from axes_lib.prompts import load_personas
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 KEY = "smollm2"
@@ -87,7 +89,25 @@ def test_directions_and_evaluations(smoke):
         assert all(lo <= d <= hi for lo, d, hi in zip(test["cohens_d_low"], test["cohens_d"], test["cohens_d_high"]))
         assert evaluation["capping"]["layers"] and set(evaluation["capping"]["thresholds"]) == {
             str(i) for i in evaluation["capping"]["layers"]}
-    for figure in ("direction_discovery", "layer_comparison", "projection_stats"):
+        # The controls ran at the smoke scale and were stored with their ranks.
+        col = evaluation["best_layer"]
+        assert evaluation["partition_null"]["n_partitions"] == 84
+        assert 1 <= evaluation["partition_null"]["rank_cohens_d"]["rank"][col] <= 84
+        assert evaluation["random_directions"]["n"] == SMOKE["n_random"]
+        assert len(evaluation["shuffled_null"]["max_abs_cohens_d"]) == SMOKE["n_perm"]
+        assert sorted(evaluation["leave_one_persona_out"]["on_own_side"]) == sorted(
+            p.name for p in load_personas())
+        two = evaluation["two_way_interval"]
+        assert two["cohens_d_low"][col] <= test["cohens_d"][col] <= two["cohens_d_high"][col]
+        assert "another prompt format" in evaluation["query_split"]["selection"]["rule"]
+        assert set(evaluation["prompt_formats"]["transfer"]) == {"matched", "one_sentence"}
+    for layout in ("matched", "one_sentence"):
+        rows = [json.loads(x) for x in (smoke / "artifacts/responses" / f"{KEY}_responses_{layout}.jsonl").open()]
+        n = SMOKE["layout_train_queries"] + SMOKE["layout_holdout_queries"]
+        assert len(rows) == 9 * n and len({r["id"] for r in rows}) == len(rows)
+    filters = json.loads((smoke / "artifacts/evaluations" / f"{KEY}_answer_filters.json").read_text())
+    assert set(filters["refits"]) == {"all answers", "without loops", "in role only"}
+    for figure in ("direction_discovery", "layer_comparison", "projection_stats", "controls_by_layer", "format_transfer"):
         _drawn(smoke / "artifacts/figures" / f"{figure}.png")
 
 

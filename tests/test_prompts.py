@@ -72,7 +72,7 @@ def test_data_files_are_plain_json_with_versions():
         assert set(q) == {"id", "category", "text"}
         prefix, number = q["id"].rsplit("-", 1)
         assert q["category"].startswith(prefix) and len(number) == 2
-    assert all(set(p) == {"name", "label", "kind", "system"} for p in personas["personas"])
+    assert all(set(p) == {"name", "label", "kind", "system", "layouts"} for p in personas["personas"])
 
 
 def test_persona_prompts_fit_the_token_budget(tokenizer):
@@ -202,3 +202,24 @@ def test_persona_samples_match_the_current_personas():
             f"{entry['name']}: system prompt changed since the samples were written; rerun scripts/persona_samples.py")
         assert entry["kind"] == persona.kind and len(entry["samples"]) == 4
         assert all(s["response"].strip() for s in entry["samples"])
+
+
+def test_matched_layout_has_the_same_parts_for_every_persona() -> None:
+    """The format control's premise: the same six example questions, in the same place, at similar lengths."""
+    import re
+
+    from axes_lib.prompts import LAYOUTS
+
+    seed, matched, one = (load_personas(layout=layout) for layout in LAYOUTS)
+    assert [p.name for p in seed] == [p.name for p in matched] == [p.name for p in one]
+    assert [p.kind for p in seed] == [p.kind for p in matched]
+    questions = [re.findall(r'^"(.+)"$', p.system, flags=re.M) for p in matched]
+    assert all(q == questions[0] for q in questions) and len(questions[0]) == 6
+    assert all(re.match(r"You are [^,]+, [^.]+\. .+ This is how you answer:\n\n", p.system) for p in matched)
+    lengths = [len(p.system) for p in matched]
+    assert max(lengths) <= 1.2 * min(lengths)
+    # The seed's own layouts differ (two personas have no examples): the reason for the control.
+    assert any(not re.findall(r'^"(.+)"$', p.system, flags=re.M) for p in seed)
+    assert all("\n" not in p.system and p.system.count(".") == 1 and p.system.endswith(".") for p in one)
+    with pytest.raises(ValueError, match="layout"):
+        load_personas(layout="fancy")
