@@ -136,6 +136,33 @@ def test_judge_scores_every_answer(smoke):
         assert glued[key] not in (None, "nan"), key
 
 
+def test_specificity_controls(smoke):
+    """Step 9 ran the axis and n_random random directions at step 7's chosen settings on its report-half queries,
+    judged every answer, and ranked the axis among the random directions."""
+    art = smoke / "artifacts"
+    step7 = json.loads((art / "evaluations" / f"judge_evaluation_{KEY}.json").read_text())
+    rows = [json.loads(x) for x in (art / "responses" / f"{KEY}_specificity.jsonl").open()]
+    n = SMOKE["n_random"]
+    modes = [m for m, pick in (("add", step7["additive"]["sweet_spot_raw"]), ("cap", step7["capping"]["sweet_spot"]))
+             if pick and pick.get("band") != "none" and pick.get("scale") != 0]
+    names = ["axis"] + [f"random{k:02d}" for k in range(n)]
+    assert {r["setting"] for r in rows} == {"unsteered"} | {f"{d}:{m}" for d in names for m in modes}
+    assert {r["query_id"] for r in rows} <= set(step7["additive"]["queries_report"])  # never the queries it chose on
+    assert len({r["id"] for r in rows}) == 6 * SMOKE["n_control_queries"]
+    summary = json.loads((art / "evaluations" / f"specificity_{KEY}_response_mean.json").read_text())
+    assert summary["n_random"] == n and summary["orthogonal"] is True
+    for mode in modes:
+        axis = summary["effects"][f"axis:{mode}"]["assistant_likeness"]
+        assert axis["low"] <= axis["mean"] <= axis["high"]
+        assert summary["ranks"][mode]["assistant_likeness"]["n_controls"] == n
+    if "cap" in modes:  # each direction capped at its own thresholds: no two alike
+        assert len({json.dumps(t, sort_keys=True) for t in summary["capping"]["thresholds"].values()}) == n + 1
+    _drawn(art / "figures" / "specificity.png")
+    glued = _glued(smoke / "book/09_specificity.ipynb")
+    for key in ("spec_n_random", "spec_add_al", "spec_cap_al_verdict", "spec_add_setting", "spec_cap_setting"):
+        assert glued[key] not in (None, "nan"), key
+
+
 def test_resume_keeps_finished_rows(smoke, tmp_path):
     """Notebook 01 rerun on a truncated output file regenerates only what is missing."""
     import jupytext
