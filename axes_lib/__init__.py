@@ -12,7 +12,8 @@ Which module to open:
 
 The rest: `activations` (capture hooks, extraction, stored activations), `batching` (batch planning,
 shared-prefix KV tables, cascade attention), `generation`, `directions`, `calibration` (thresholds and
-scales in the model's units), `metrics`, `splits`, `validation` (per-layer evaluation and nulls),
+scales in the model's units), `metrics`, `splits`, `validation` (per-layer evaluation and nulls), `specificity`
+(judged effects against the unsteered answers, ranked among random-direction controls),
 `resume` (fingerprints), `io` (atomic files, JSONL, safetensors, manifests), `figures`, `demo`.
 `import axes_lib` itself stays light.
 """

@@ -25,7 +25,7 @@ from axes_lib.io import load_tensors, save_tensors
 from axes_lib.models import base_model, decoder_layers
 
 __all__ = ["METHODS", "Method", "StoredActivations", "check_layers", "extract", "extract_methods", "load_activations",
-           "save_activations", "token_projections"]
+           "save_activations", "token_projections", "token_projections_many"]
 
 Method = Literal["last_token", "response_mean"]
 METHODS: tuple[str, ...] = ("last_token", "response_mean")
@@ -83,8 +83,8 @@ class _Capture:
     """Forward hooks that reduce each layer's output to the rows we need, in place into `outs`.
 
     `outs` maps what to read to where it goes: "last_token" and "response_mean" into
-    `[n_prompts, n_layers, d_model]`, "response_tokens" (each response token's projection on `units`)
-    into `[n_layers, n_response_tokens]`. One forward serves all of them.
+    `[n_prompts, n_layers, d_model]`, "response_tokens" (each response token's projection on `units`, a
+    `[d_model, n_directions]` matrix per layer) into `[n_layers, n_response_tokens, n_directions]`. One forward serves all of them.
     """
 
     def __init__(self, model: Any, layers: list[int], outs: dict[str, torch.Tensor],
@@ -94,7 +94,7 @@ class _Capture:
         self.column = {layer: col for col, layer in enumerate(layers)}
         self.last = max(layers)
         self.outs = outs
-        self.units = units  # "response_tokens": unit direction per layer
+        self.units = units  # "response_tokens": unit directions per layer, [d_model, n_directions]
         self.active = False
         self.batch: list[TokenSeq] = []
         self.rows: torch.Tensor | None = None  # output row per batch row
@@ -229,7 +229,6 @@ def _drive(model: Any, tokenizer: Any, seqs: list[TokenSeq], capture: _Capture, 
     bar.close()
 
 
-@torch.inference_mode()
 def token_projections(
     model: Any,
     tokenizer: Any,
@@ -247,22 +246,43 @@ def token_projections(
     of averaging, each response token's projection is kept: `{layer: Tensor[total response tokens]}`,
     concatenated in prompt order. These are the per-position values a cap acts on during generation.
     """
+    return token_projections_many(model, tokenizer, prompts, responses, [direction], layers, batch_size,
+                                  max_batch_tokens, progress)[0]
+
+
+@torch.inference_mode()
+def token_projections_many(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    directions: Sequence[Mapping[int, torch.Tensor]],
+    layers: Sequence[int],
+    batch_size: int = 32,
+    max_batch_tokens: int = 8192,
+    progress: bool = False,
+) -> list[dict[int, torch.Tensor]]:
+    """`token_projections` on each of several directions, from one pass: one `{layer: Tensor}` per direction."""
     _check_inputs(prompts, ("response_mean",), responses)
     layers = check_layers(layers, model.config.num_hidden_layers)
-    missing = [layer for layer in layers if layer not in direction]
-    if missing:
-        raise ValueError(f"direction has no vector for layers {missing}")
-    validate_direction({layer: direction[layer] for layer in layers}, model)  # zero, NaN or wrong length: fail here
+    if not directions:
+        raise ValueError("give at least one direction to project on")
+    for k, direction in enumerate(directions):
+        missing = [layer for layer in layers if layer not in direction]
+        if missing:
+            raise ValueError(f"direction {k} has no vector for layers {missing}")
+        validate_direction({layer: direction[layer] for layer in layers}, model)  # zero, NaN or wrong length: fail here
     seqs = _tokenize(tokenizer, prompts, responses)
-    units = {layer: (direction[layer] / direction[layer].norm()).float() for layer in layers}
-    out = torch.zeros(len(layers), sum(s.stop - s.start - 1 for s in seqs), dtype=torch.float32)
+    # Per layer a [d_model, n_directions] matrix of unit vectors: the capture projects on all of them at once.
+    units = {layer: torch.stack([(d[layer] / d[layer].norm()).float() for d in directions], dim=1) for layer in layers}
+    out = torch.zeros(len(layers), sum(s.stop - s.start - 1 for s in seqs), len(directions), dtype=torch.float32)
     with _Capture(model, layers, {"response_tokens": out}, units) as capture:
         offset = 0
         for seq in seqs:
             capture.offsets[seq.index] = offset
             offset += seq.stop - seq.start - 1
         _drive(model, tokenizer, seqs, capture, batch_size, max_batch_tokens, True, 16, progress, "token projections")
-    return {layer: out[col] for col, layer in enumerate(layers)}
+    return [{layer: out[col, :, k] for col, layer in enumerate(layers)} for k in range(len(directions))]
 
 
 @dataclass(frozen=True)

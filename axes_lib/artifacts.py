@@ -67,7 +67,8 @@ class Artifacts:
         return self.root / "responses" / f"{self.stem}_responses.jsonl"
 
     def sweep(self, name: str, assistant: bool = False) -> Path:
-        """A sweep's answers (`name`: "additive" or "capping"); `assistant`: the assistant personas' reference rows."""
+        """A sweep's answers (`name`: "additive", "capping" or "specificity", the random-direction controls);
+        `assistant`: the assistant personas' reference rows."""
         return self.root / "responses" / f"{self.stem}_{name}{'_assistant' if assistant else ''}.jsonl"
 
     def capping_summary(self, method: str = "response_mean") -> Path:
@@ -81,9 +82,19 @@ class Artifacts:
         """The demo's answer grid (its slider page and manifest sit beside it)."""
         return self.root / "demo" / f"{self.stem}_grid.json"
 
-    def judgements(self, judge: str) -> Path:
-        """The score cache of one judge over this model's answers."""
-        return self.root / "evaluations" / f"judge_{self.stem}_{judge}.jsonl"
+    def judgements(self, judge: str, sweep: str | None = None) -> Path:
+        """The score cache of one judge over this model's answers (step 7), or over one `sweep`'s (a step that
+        judges its own answers keeps its own file, so steps never write one store at once)."""
+        return self.root / "evaluations" / f"judge_{self.stem}_{f'{sweep}_' if sweep else ''}{judge}.jsonl"
+
+    @property
+    def judge_evaluation(self) -> Path:
+        """Step 7's judged summary: sweet spots, the query halves they were chosen and reported on."""
+        return self.root / "evaluations" / f"judge_evaluation_{self.stem}.json"
+
+    def specificity(self, method: str = "response_mean") -> Path:
+        """Step 9's summary: each direction's judged effects and the axis's rank among the random ones."""
+        return self.root / "evaluations" / f"specificity_{self.stem}_{method}.json"
 
 
 def manifest_of(path: Path) -> Path:

@@ -11,11 +11,12 @@ from typing import Any
 
 import torch
 
-from axes_lib.activations import token_projections
+from axes_lib.activations import token_projections_many
 from axes_lib.directions import unit
 from axes_lib.prompts import format_prompt, load_personas
 
-__all__ = ["calibration_answers", "percentile_thresholds", "projection_sd", "quantile_thresholds", "token_thresholds"]
+__all__ = ["calibration_answers", "percentile_thresholds", "projection_sd", "quantile_thresholds", "token_thresholds",
+           "token_thresholds_many"]
 
 
 def calibration_answers(
@@ -74,10 +75,26 @@ def token_thresholds(
     This is Anthropic's recipe: a cap fires on individual positions, so its threshold comes from the
     per-token distribution, not from one position per prompt (`percentile_thresholds`).
     """
+    return token_thresholds_many(model, tokenizer, prompts, responses, [direction], band, percentiles, batch_size)[0]
+
+
+def token_thresholds_many(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    directions: Sequence[Mapping[int, torch.Tensor]],
+    band: Sequence[int],
+    percentiles: Sequence[float] = (25.0,),
+    batch_size: int = 32,
+) -> list[dict[float, dict[int, float]]]:
+    """`token_thresholds` for each of several directions (e.g. an axis and its random controls), one
+    `{q: {layer: threshold}}` per direction, from a single teacher-forced pass over the answers."""
     for q in percentiles:
         _check_percentile(q)
-    proj = token_projections(model, tokenizer, prompts, responses, direction, list(band), batch_size=batch_size)
-    return {q: quantile_thresholds(proj, q) for q in percentiles}
+    projections = token_projections_many(model, tokenizer, prompts, responses, directions, list(band),
+                                         batch_size=batch_size)
+    return [{q: quantile_thresholds(proj, q) for q in percentiles} for proj in projections]
 
 
 def quantile_thresholds(projections: Mapping[int, torch.Tensor], q: float) -> dict[int, float]:

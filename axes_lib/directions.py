@@ -22,6 +22,7 @@ __all__ = [
     "layer_labels",
     "load_direction",
     "load_direction_with_metadata",
+    "random_directions",
     "save_direction",
     "unit",
     "validate_direction",
@@ -98,6 +99,32 @@ def unit(direction: Mapping[int, torch.Tensor]) -> Direction:
             raise ValueError(f"direction layer {layer} is the zero vector: it has no unit direction")
         out[int(layer)] = (v / norm).float()
     return out
+
+
+def random_directions(direction: Mapping[int, torch.Tensor], n: int, seed: int, orthogonal: bool = True) -> list[Direction]:
+    """`n` random directions over the layers of `direction`, each at that layer's norm ‖d_ℓ‖: controls for it.
+
+    Each layer's vector is Gaussian in d_model (isotropic), drawn independently per layer and per draw from
+    a generator seeded by `seed` (float64, then float32); asking for more keeps the first ones. With `orthogonal` (the default) the component along
+    d_ℓ is removed before the vector is scaled to ‖d_ℓ‖, so no control shares any of the axis at that layer.
+    """
+    _check_direction(direction)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive whole number of random directions, got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    layers = sorted(int(i) for i in direction)
+    axis = torch.stack([direction[i].double() for i in layers])  # [n_layers, d_model]
+    norms = axis.norm(dim=1, keepdim=True)
+    if not (norms > 0).all():
+        raise ValueError(f"direction is the zero vector at layers {[i for i, v in zip(layers, norms) if not v > 0]}")
+    generator = torch.Generator().manual_seed(seed)  # one draw after the other: the first k of n are those of k
+    draws = torch.stack([torch.randn(*axis.shape, dtype=torch.float64, generator=generator) for _ in range(n)])
+    if orthogonal:
+        u = axis / norms
+        draws = draws - (draws * u).sum(-1, keepdim=True) * u
+    draws = draws / draws.norm(dim=-1, keepdim=True) * norms
+    return [{layer: draw[k].float() for k, layer in enumerate(layers)} for draw in draws]
 
 
 def save_direction(path: PathLike, direction: Mapping[int, torch.Tensor], **metadata: Any) -> Path:

@@ -21,6 +21,7 @@ __all__ = [
     "METHOD_LABEL",
     "SCALE_COLOR",
     "Plain",
+    "control_strips",
     "controls_by_layer",
     "direction_discovery",
     "direction_overview",
@@ -195,6 +196,40 @@ def gold_scatter(rows: Sequence[Mapping[str, Any]], scores: Sequence[Any], title
         ax.set(xlabel=f"gold label ({scale.replace('_', '-')})", ylabel="judge score", xlim=(-0.6, 10.6),
                ylim=(-0.3, 10.3), title=scale.replace("_", "-"))
     axes[1].legend(title="labelled failure", fontsize=8, title_fontsize=8, loc="upper left")
+    fig.suptitle(title)
+    return fig
+
+
+def control_strips(grid: Sequence[Sequence[Mapping[str, Any]]], title: str, seed: int = 0) -> Figure:
+    """One effect per direction as dots on a line, the axis highlighted: a row of panels per intervention.
+
+    Each panel holds `title`, `xlabel`, `controls` (the control directions' values: grey dots, jittered
+    vertically), `axis` (the axis's value: a red diamond) and optionally `axis_ci` ((low, high): its bar).
+    """
+    from matplotlib.lines import Line2D
+
+    n_rows, n_cols = len(grid), max(len(row) for row in grid)
+    fig = Figure(figsize=(3.8 * n_cols, 1.9 * n_rows + 0.9), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    rng = np.random.default_rng(seed)
+    for r, row in enumerate(grid):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            if c >= len(row):
+                ax.set_axis_off()
+                continue
+            panel = row[c]
+            controls = np.asarray(panel["controls"], dtype=float)
+            ax.scatter(controls, rng.uniform(-0.25, 0.25, controls.size), s=18, color="0.55", alpha=0.8, zorder=2)
+            ci = panel.get("axis_ci")
+            if ci is not None:
+                ax.plot(list(ci), [0, 0], color="#c44e52", lw=2.5, alpha=0.5, zorder=3)
+            ax.plot([panel["axis"]], [0], marker="D", ms=8, color="#c44e52", mec="k", mew=0.6, zorder=4)
+            ax.axvline(0, color="k", lw=0.8, ls=":")
+            ax.set(ylim=(-0.6, 0.6), yticks=[], xlabel=panel["xlabel"], title=panel["title"])
+    handles = [Line2D([], [], marker="o", ls="none", color="0.55", label="random directions"),
+               Line2D([], [], marker="D", ls="none", color="#c44e52", mec="k", label="the axis (bar: 95 % CI)")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     fig.suptitle(title)
     return fig
 

@@ -70,7 +70,8 @@ def sweep(
     Rows already there are reused when their fingerprint matches the current inputs, and regenerated
     otherwise (a setting's values are compared with those recorded beside the sweep up to float noise,
     `RTOL` and `UNIT_ATOL`, since upstream steps recompute them at every build); rows of settings or records no longer asked for are dropped. Each `generate` call takes
-    `chunk` rows (default `batch_size`), several settings together (each prompt steered by its own), and
+    `chunk` rows (default `batch_size`), several settings together (each prompt steered by its own; settings
+    of one kind along different directions go to separate calls, as `steer` needs), and
     its answers are appended when it is done, so an interrupted sweep resumes. Returns the rows in settings x records order, which is
     also the order of the file when the sweep ends.
     """
@@ -87,7 +88,7 @@ def sweep(
     todo = [(k, [r for r in records if (s.label, r["id"]) not in have]) for k, s in enumerate(settings)]
     todo = [(k, rows[i:i + chunk]) for k, rows in todo for i in range(0, len(rows), chunk)]
     bar = tqdm(total=sum(len(rows) for _, rows in todo), desc="sweep", leave=False)
-    for part in _fill(todo, chunk):
+    for part in _fill(todo, chunk, [s.intervention for s in settings]):
         pairs = [(settings[k], r) for k, rows in part for r in rows]
         stats: dict[Intervention, SteeringStats] = {}
         answers = generate(model, tokenizer, [r["prompt"] for _, r in pairs], max_new_tokens=max_new_tokens,
@@ -170,18 +171,30 @@ def _row(setting: Setting, record: Mapping[str, Any], answer: str, stats: Mappin
             "stats": {} if item is None else stats[item].summary(), "fingerprint": key}
 
 
-def _fill(todo: list[tuple[int, list[Any]]], rows: int) -> list[list[tuple[int, list[Any]]]]:
-    """Consecutive (setting, rows) pieces grouped into chunks of at most `rows` rows."""
+def _fill(todo: list[tuple[int, list[Any]]], rows: int,
+          interventions: Sequence[Intervention | None]) -> list[list[tuple[int, list[Any]]]]:
+    """Consecutive (setting, rows) pieces grouped into chunks of at most `rows` rows, a new chunk wherever a
+    setting cannot share one `generate` call with those before it (same kind along another direction)."""
     chunks: list[list[tuple[int, list[Any]]]] = []
     size = 0
     for item in todo:
-        if chunks and size + len(item[1]) <= rows:
+        fits = chunks and size + len(item[1]) <= rows and all(
+            _compatible(interventions[k], interventions[item[0]]) for k, _ in chunks[-1])
+        if fits:
             chunks[-1].append(item)
             size += len(item[1])
         else:
             chunks.append([item])
             size = len(item[1])
     return chunks
+
+
+def _compatible(a: Intervention | None, b: Intervention | None) -> bool:
+    """Whether two settings' interventions can steer prompts of one batch: `steer` takes one unit vector per
+    kind and layer, so two of a kind must use the same direction on every layer they share."""
+    if a is None or b is None or a.kind != b.kind:
+        return True
+    return all(torch.equal(a.units[layer], b.units[layer]) for layer in set(a.units) & set(b.units))
 
 
 def response_projection(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str],

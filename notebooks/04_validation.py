@@ -33,7 +33,7 @@ holdout_frac = 0.2
 seed = 0
 n_boot = 1000
 n_perm = 1000  # row-level label permutations (persona-level: all partitions, below)
-n_random = 1000  # random directions per layer for the specificity control
+n_random_separation = 1000  # random directions per layer, scored for separation (step 9 steers along 20)
 n_holdout_personas = 2
 capping_percentile = 25.0  # Anthropic's paper caps at the 25th percentile of assistant token projections
 capping_band = 5  # number of layers capped by default, centred on the best layer
@@ -79,7 +79,7 @@ model_name(model_key)
 paths = Artifacts(artifacts_dir, model_key)
 layouts = {name: paths.layout_responses(name) for name in ("matched", "one_sentence")}
 step = Step(paths.manifest("evaluations"), dict(
-    model_key=model_key, holdout_frac=holdout_frac, seed=seed, n_boot=n_boot, n_perm=n_perm, n_random=n_random,
+    model_key=model_key, holdout_frac=holdout_frac, seed=seed, n_boot=n_boot, n_perm=n_perm, n_random_separation=n_random_separation,
     n_holdout_personas=n_holdout_personas, capping_percentile=capping_percentile, capping_band=capping_band,
     layout_train_queries=layout_train_queries, layout_holdout_queries=layout_holdout_queries,
     layout_max_new_tokens=layout_max_new_tokens, loop_threshold=loop_threshold),
@@ -156,7 +156,7 @@ def transfer_auroc(method, name, side):
 # * **label permutations** ({glue:text}`n_perm`), train labels shuffled row by row and refitted;
 # * **every persona partition**: each of the ways to call three personas "assistant", fitted and scored
 #   like the real split (the exact null for labels permuted by whole persona);
-# * **random directions** ({glue:text}`n_random` per layer, orthogonal to the axis);
+# * **random directions** ({glue:text}`n_random_separation` per layer, orthogonal to the axis);
 # * **leave one persona out**, each of the nine (assistant ones too) held out of the fit in turn;
 # * **two-way intervals**: the holdout d resampled by persona (within kind) *and* by query.
 
@@ -182,7 +182,7 @@ for method in ("last_token", "response_mean"):
     partitions = partition_null(acts, w, assistant_names, rows_of(fit), rows_of(test), layers=layers)
     direction = load_direction(paths.direction(method))
     axis = torch.stack([direction[i] for i in layers])
-    randoms = random_directions(acts, is_assistant, rows_of(test), axis, n=n_random, seed=seed, layers=layers)
+    randoms = random_directions(acts, is_assistant, rows_of(test), axis, n=n_random_separation, seed=seed, layers=layers)
     lopo = leave_one_persona_out(acts, is_assistant, w, rows_of(fit), rows_of(test), layers=layers)
     # Two-way interval of the holdout d at every layer: personas resampled within kind, queries resampled.
     t = np.array(rows_of(test))
@@ -342,7 +342,7 @@ for method, ev in evaluations.items():
     for key, value in g.items():
         glue(f"{method}_{key}", value, display=False)
 glue("n_perm", n_perm, display=False)
-glue("n_random", n_random, display=False)
+glue("n_random_separation", n_random_separation, display=False)
 glue("n_partitions", evaluations["last_token"]["partition_null"]["n_partitions"], display=False)
 glue("held_out_personas", Plain.list(held_personas), display=False)
 stronger = max(evaluations, key=lambda m: evaluations[m]["query_split"]["best"]["cohens_d"])

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from axes_lib.activations import extract, extract_methods, token_projections
+from axes_lib.activations import extract, extract_methods, token_projections, token_projections_many
 
 SYSTEMS = [
     "You are a helpful, precise assistant. Answer clearly and concisely, and stay polite and factual.",
@@ -204,3 +204,34 @@ def test_token_projections_match_plain_forward(smollm2_f64):
     handle.remove()
     for layer in layers:
         torch.testing.assert_close(got[layer], torch.cat(expected[layer]).float(), atol=1e-4, rtol=0)
+
+
+def test_many_directions_in_one_pass_match_one_pass_each(smollm2_f64):
+    """Projections and capping thresholds for several directions from one pass equal those of the
+    single-direction functions run once per direction (the pass is shared, nothing else)."""
+    from axes_lib.calibration import token_thresholds, token_thresholds_many
+    from axes_lib.directions import random_directions
+
+    model, tokenizer = smollm2_f64
+    prompts = _prompts(tokenizer)
+    torch.manual_seed(1)
+    axis = {layer: torch.randn(model.config.hidden_size) for layer in range(model.config.num_hidden_layers)}
+    directions = [axis, *random_directions(axis, 3, seed=0)]
+    band = [4, 20, 21]
+    many = token_projections_many(model, tokenizer, prompts, RESPONSES, directions, band, batch_size=2)
+    assert len(many) == len(directions)
+    for direction, got in zip(directions, many):
+        one = token_projections(model, tokenizer, prompts, RESPONSES, direction, band, batch_size=3)
+        assert sorted(got) == band
+        for layer in band:
+            torch.testing.assert_close(got[layer], one[layer], atol=1e-4, rtol=0)
+    thresholds = token_thresholds_many(model, tokenizer, prompts, RESPONSES, directions, band, (25, 90))
+    for direction, got in zip(directions, thresholds):
+        one = token_thresholds(model, tokenizer, prompts, RESPONSES, direction, band, (25, 90))
+        assert set(got) == {25, 90}
+        for q in (25, 90):
+            assert got[q] == pytest.approx(one[q], abs=1e-4)
+    # Different directions give different thresholds (the controls are not the axis in disguise).
+    assert len({round(t[90][20], 3) for t in thresholds}) == len(directions)
+    with pytest.raises(ValueError, match="at least one direction"):
+        token_projections_many(model, tokenizer, prompts, RESPONSES, [], band)

@@ -15,6 +15,7 @@ from axes_lib.directions import (
     compute_direction,
     load_direction,
     load_direction_with_metadata,
+    random_directions,
     save_direction,
     unit,
     validate_direction,
@@ -176,3 +177,54 @@ def test_validate_direction(tiny_llama) -> None:
         validate_direction({0: torch.zeros(d)}, model)
     with pytest.raises(ValueError, match="non-empty"):
         validate_direction({}, model)
+
+
+def _axis(d_model: int = 256, layers=(2, 5, 9), seed: int = 3) -> dict[int, torch.Tensor]:
+    """A direction with a different norm at every layer (norms 1.5, 6 and 40 apart)."""
+    g = torch.Generator().manual_seed(seed)
+    return {layer: torch.randn(d_model, generator=g) * s for layer, s in zip(layers, (0.1, 0.4, 2.5))}
+
+
+@pytest.mark.parametrize("orthogonal", [True, False])
+def test_random_directions_match_each_layers_norm(orthogonal):
+    axis = _axis()
+    draws = random_directions(axis, 5, seed=0, orthogonal=orthogonal)
+    assert len(draws) == 5
+    for d in draws:
+        assert sorted(d) == sorted(axis)
+        for layer, v in d.items():
+            assert v.dtype == torch.float32 and v.shape == axis[layer].shape
+            assert float(v.norm()) == pytest.approx(float(axis[layer].norm()), rel=1e-6)
+
+
+def test_random_directions_orthogonal_to_the_axis_only_when_asked():
+    axis = _axis()
+    cos = lambda a, b: float(a.double() @ b.double() / (a.double().norm() * b.double().norm()))  # noqa: E731
+    ortho = random_directions(axis, 20, seed=1)
+    assert max(abs(cos(d[i], axis[i])) for d in ortho for i in axis) < 1e-6
+    free = random_directions(axis, 200, seed=1, orthogonal=False)
+    c = np.array([cos(d[i], axis[i]) for d in free for i in axis])
+    # Isotropic Gaussian draws: cos^2 with any fixed vector averages 1/d_model (here 1/256).
+    assert np.abs(c).max() > 1e-3 and np.mean(c ** 2) == pytest.approx(1 / 256, rel=0.25)
+
+
+def test_random_directions_reproducible_by_seed_and_independent():
+    axis = _axis()
+    a, b = random_directions(axis, 4, seed=7), random_directions(axis, 4, seed=7)
+    assert all(torch.equal(x[i], y[i]) for x, y in zip(a, b) for i in axis)
+    other = random_directions(axis, 4, seed=8)
+    assert not any(torch.equal(x[i], y[i]) for x, y in zip(a, other) for i in axis)
+    # Draws and layers are independent: every pair of unit vectors is near-orthogonal in 256 dimensions
+    # (|cos| of two independent isotropic vectors has SD 1/16; 0.35 is over five SDs).
+    units = [v.double() / v.double().norm() for d in a for v in d.values()]
+    gram = torch.stack(units) @ torch.stack(units).T
+    off = gram[~torch.eye(len(units), dtype=torch.bool)]
+    assert off.abs().max() < 0.35
+    # More draws keep the first ones (a larger control set extends a smaller one; its sweep rows are reused).
+    assert all(torch.equal(x[i], y[i]) for x, y in zip(random_directions(axis, 2, seed=7), a) for i in axis)
+
+
+@pytest.mark.parametrize("bad", [dict(n=0), dict(n=2.5), dict(n=True), dict(seed="x"), dict(seed=1.0)])
+def test_random_directions_reject_bad_arguments(bad):
+    with pytest.raises(ValueError):
+        random_directions(_axis(), **{"n": 2, "seed": 0, **bad})

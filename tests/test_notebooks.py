@@ -93,7 +93,7 @@ def test_directions_and_evaluations(smoke):
         col = evaluation["best_layer"]
         assert evaluation["partition_null"]["n_partitions"] == 84
         assert 1 <= evaluation["partition_null"]["rank_cohens_d"]["rank"][col] <= 84
-        assert evaluation["random_directions"]["n"] == SMOKE["n_random"]
+        assert evaluation["random_directions"]["n"] == SMOKE["n_random_separation"]
         assert len(evaluation["shuffled_null"]["max_abs_cohens_d"]) == SMOKE["n_perm"]
         assert sorted(evaluation["leave_one_persona_out"]["on_own_side"]) == sorted(
             p.name for p in load_personas())
@@ -153,6 +153,33 @@ def test_judge_scores_every_answer(smoke):
     assert glued["judge_name"] == "the offline judge" and "only the offline judge ran" in glued["judge_agreement"]
     for key in ("offline_auroc", "synthetic_normal", "synthetic_loop", "gold_coh_spearman", "gold_coh_v2_spearman",
                 "add_sweet_scale", "cap_sweet_setting"):
+        assert glued[key] not in (None, "nan"), key
+
+
+def test_specificity_controls(smoke):
+    """Step 9 ran the axis and n_random random directions at step 7's chosen settings on its report-half queries,
+    judged every answer, and ranked the axis among the random directions."""
+    art = smoke / "artifacts"
+    step7 = json.loads((art / "evaluations" / f"judge_evaluation_{KEY}.json").read_text())
+    rows = [json.loads(x) for x in (art / "responses" / f"{KEY}_specificity.jsonl").open()]
+    n = SMOKE["n_random"]
+    modes = [m for m, pick in (("add", step7["additive"]["sweet_spot_raw"]), ("cap", step7["capping"]["sweet_spot"]))
+             if pick and pick.get("band") != "none" and pick.get("scale") != 0]
+    names = ["axis"] + [f"random{k:02d}" for k in range(n)]
+    assert {r["setting"] for r in rows} == {"unsteered"} | {f"{d}:{m}" for d in names for m in modes}
+    assert {r["query_id"] for r in rows} <= set(step7["additive"]["queries_report"])  # never the queries it chose on
+    assert len({r["id"] for r in rows}) == 6 * SMOKE["n_control_queries"]
+    summary = json.loads((art / "evaluations" / f"specificity_{KEY}_response_mean.json").read_text())
+    assert summary["n_random"] == n and summary["orthogonal"] is True
+    for mode in modes:
+        axis = summary["effects"][f"axis:{mode}"]["assistant_likeness"]
+        assert axis["low"] <= axis["mean"] <= axis["high"]
+        assert summary["ranks"][mode]["assistant_likeness"]["n_controls"] == n
+    if "cap" in modes:  # each direction capped at its own thresholds: no two alike
+        assert len({json.dumps(t, sort_keys=True) for t in summary["capping"]["thresholds"].values()}) == n + 1
+    _drawn(art / "figures" / "specificity.png")
+    glued = _glued(smoke / "book/09_specificity.ipynb")
+    for key in ("spec_n_random", "spec_add_al", "spec_cap_al_verdict", "spec_add_setting", "spec_cap_setting"):
         assert glued[key] not in (None, "nan"), key
 
 

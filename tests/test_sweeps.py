@@ -150,3 +150,21 @@ def test_sweep_checks_settings_before_generating(tiny_llama, tmp_path, counting)
     with pytest.raises(ValueError, match="has no prompt"):
         sweep(model, tokenizer, [{"id": "x"}], [Setting("a", None)], path)
     assert counting == [] and not path.exists()
+
+
+def test_settings_along_different_directions_are_generated_apart(tiny_llama, tmp_path, counting):
+    """`steer` takes one direction per kind and layer in a batch: a sweep over several directions (random
+    controls) puts each direction's settings in their own `generate` calls, mixing kinds where it can,
+    and each answer equals that setting generated alone."""
+    model, tokenizer = tiny_llama
+    torch.manual_seed(5)
+    first, second = ({i: torch.randn(model.config.hidden_size) for i in range(2)} for _ in range(2))
+    settings = [Setting("off", None), Setting("a:add", Add(first, [1], 2.0)), Setting("a:cap", Cap(first, [0, 1], 0.5)),
+                Setting("b:add", Add(second, [1], 2.0)), Setting("b:cap", Cap(second, [0, 1], 0.5))]
+    rows = sweep(model, tokenizer, RECORDS, settings, tmp_path / "sweep.jsonl", max_new_tokens=5, batch_size=100)
+    n = len(RECORDS)
+    assert counting == [3 * n, 2 * n]  # off + a's two kinds together, then b's
+    prompts = [r["prompt"] for r in RECORDS]
+    for setting in settings:
+        want = generate(model, tokenizer, prompts, max_new_tokens=5, interventions=setting.intervention)
+        assert [r["response"] for r in rows if r["setting"] == setting.label] == want
