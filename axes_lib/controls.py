@@ -6,7 +6,7 @@ that could have made it look ordinary.
   and scored exactly like the real split: with persona identity this decodable, any grouping of whole
   personas separates; the question is whether the real one stands out. This is also the exact
   permutation distribution of labels permuted by whole persona.
-* `random_directions` — random unit directions (orthogonal to the axis) scored on the same holdout.
+* `random_direction_null` — random unit directions (orthogonal to the axis) scored on the same holdout.
 * `leave_one_persona_out` — each persona, assistant ones included, held out of the fit in turn and
   classified on held-out queries.
 * `role_adherence` — which answers play their own side's voice, by a text classifier that never saw
@@ -28,7 +28,7 @@ from axes_lib.directions import check_acts, layer_labels
 from axes_lib.metrics import auroc_columns, cohens_d, fit_threshold, rank_among
 from axes_lib.splits import check_indices
 
-__all__ = ["leave_one_persona_out", "partition_null", "random_directions", "role_adherence", "separation"]
+__all__ = ["leave_one_persona_out", "partition_null", "random_direction_null", "role_adherence", "separation"]
 
 
 def _group_means(x: torch.Tensor, groups: np.ndarray, names: Sequence[str]) -> tuple[torch.Tensor, np.ndarray]:
@@ -95,7 +95,7 @@ def partition_null(
             "rank_auroc": rank_among(auc_arr[i_real], auc_arr[others])}
 
 
-def random_directions(
+def random_direction_null(
     acts: torch.Tensor, is_assistant: Sequence[bool], test_idx: Sequence[int], axis: torch.Tensor, n: int = 1000,
     seed: int = 0, layers: Sequence[int] | None = None,
 ) -> dict[str, Any]:

@@ -55,7 +55,7 @@ from myst_nb import glue
 from axes_lib.activations import extract_methods, load_activations
 from axes_lib.artifacts import Artifacts, Step
 from axes_lib.calibration import calibration_answers, token_thresholds
-from axes_lib.controls import leave_one_persona_out, partition_null, random_directions, role_adherence, separation
+from axes_lib.controls import leave_one_persona_out, partition_null, random_direction_null, role_adherence, separation
 from axes_lib.directions import load_direction
 from axes_lib.figures import (
     Plain,
@@ -79,8 +79,8 @@ model_name(model_key)
 paths = Artifacts(artifacts_dir, model_key)
 layouts = {name: paths.layout_responses(name) for name in ("matched", "one_sentence")}
 step = Step(paths.manifest("evaluations"), dict(
-    model_key=model_key, holdout_frac=holdout_frac, seed=seed, n_boot=n_boot, n_perm=n_perm, n_random_separation=n_random_separation,
-    n_holdout_personas=n_holdout_personas, capping_percentile=capping_percentile, capping_band=capping_band,
+    model_key=model_key, holdout_frac=holdout_frac, seed=seed, n_boot=n_boot, n_perm=n_perm,
+    n_random_separation=n_random_separation, n_holdout_personas=n_holdout_personas, capping_percentile=capping_percentile, capping_band=capping_band,
     layout_train_queries=layout_train_queries, layout_holdout_queries=layout_holdout_queries,
     layout_max_new_tokens=layout_max_new_tokens, loop_threshold=loop_threshold),
     outputs=list(layouts.values()), resume=resume)
@@ -182,7 +182,8 @@ for method in ("last_token", "response_mean"):
     partitions = partition_null(acts, w, assistant_names, rows_of(fit), rows_of(test), layers=layers)
     direction = load_direction(paths.direction(method))
     axis = torch.stack([direction[i] for i in layers])
-    randoms = random_directions(acts, is_assistant, rows_of(test), axis, n=n_random_separation, seed=seed, layers=layers)
+    randoms = random_direction_null(acts, is_assistant, rows_of(test), axis, n=n_random_separation, seed=seed,
+                                    layers=layers)
     lopo = leave_one_persona_out(acts, is_assistant, w, rows_of(fit), rows_of(test), layers=layers)
     # Two-way interval of the holdout d at every layer: personas resampled within kind, queries resampled.
     t = np.array(rows_of(test))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from axes_lib.controls import leave_one_persona_out, partition_null, random_directions, role_adherence, separation
+from axes_lib.controls import leave_one_persona_out, partition_null, random_direction_null, role_adherence, separation
 from axes_lib.metrics import auroc_columns, cohens_d, crossed_interval, rank_among
 from axes_lib.validation import evaluate_layers, null_summary, shuffled_null
 
@@ -92,13 +92,13 @@ def test_partition_null_scores_the_real_split_like_evaluate_layers_and_ranks_it_
 def test_random_directions_are_orthogonal_controls_and_the_planted_axis_beats_them() -> None:
     acts, y, _, _, train, test, v = persona_dataset()
     axis = torch.stack([torch.nn.functional.normalize(torch.randn(24), dim=0), torch.randn(24), 5 * v])
-    out = random_directions(acts, y, test, axis, n=200, seed=1)
+    out = random_direction_null(acts, y, test, axis, n=200, seed=1)
     proj = torch.einsum("nld,ld->nl", acts[test].double(), torch.nn.functional.normalize(axis.double(), dim=-1)).numpy()
     np.testing.assert_allclose(out["real"]["cohens_d"], cohens_d(proj[y[test]], proj[~y[test]]), rtol=1e-9)
     assert out["rank_cohens_d"]["rank"][2] == 1.0 and out["rank_auroc"]["p_value"][2] == pytest.approx(1 / 201)
     assert out["rank_cohens_d"]["p_value"][1] > 0.01  # layer 1 is pure noise: the axis there is one more draw
     with pytest.raises(ValueError, match="shape"):
-        random_directions(acts, y, test, axis[:2])
+        random_direction_null(acts, y, test, axis[:2])
 
 
 def test_leave_one_persona_out_matches_a_direct_refit_and_holds_out_assistants() -> None:
