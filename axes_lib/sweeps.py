@@ -82,7 +82,8 @@ def sweep(
     want = {(s.label, r["id"]): fingerprint(r["prompt"], meaning[s.label], producer) for s in settings for r in records}
     stored = read_jsonl(out_path) if out_path.exists() else []
     have = {(row["setting"], row["id"]): row for row in stored  # rows of another format have no fingerprint
-            if row.get("fingerprint") is not None and want.get((row.get("setting"), row.get("id"))) == row["fingerprint"]}
+            if row.get("fingerprint") is not None and want.get((row.get("setting"), row.get("id"))) == row["fingerprint"]
+            and _current_stats(row)}
     chunk = batch_size if chunk is None else chunk
     todo = [(k, [r for r in records if (s.label, r["id"]) not in have]) for k, s in enumerate(settings)]
     todo = [(k, rows[i:i + chunk]) for k, rows in todo for i in range(0, len(rows), chunk)]
@@ -116,15 +117,24 @@ def sweep(
 RTOL, UNIT_ATOL = 1e-4, 1e-5
 
 
+def _current_stats(row: Mapping[str, Any]) -> bool:
+    """Whether a stored row's statistics have every field `SteeringStats.summary` gives now (an unsteered row has none)."""
+    stats = row.get("stats")
+    return stats == {} or (isinstance(stats, Mapping) and set(SteeringStats.SUMMARY_KEYS) <= set(stats))
+
+
 def _values(item: Intervention) -> dict[str, Any]:
     return {"strength": {str(k): v for k, v in item.strength.items()},
             "units": {str(k): v.tolist() for k, v in item.units.items()}}
 
 
 def _same(old: Mapping[str, Any], item: Intervention) -> bool:
-    """Whether `item` is the recorded intervention up to float noise (same kind and layers, close values)."""
-    now = item.describe()
-    if {k: old["describe"].get(k) for k in ("kind", "layers")} != {k: now[k] for k in ("kind", "layers")}:
+    """Whether `item` is the recorded intervention up to float noise: the same description (kind, layers,
+    positions acted on) but for the values, which need only be close."""
+    def fixed(description: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in description.items() if k not in (item.strength_name, "direction_sha256")}
+
+    if fixed(old["describe"]) != fixed(item.describe()):
         return False
     values = _values(item)
     if set(old["values"]["strength"]) != set(values["strength"]):
