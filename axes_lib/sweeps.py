@@ -24,7 +24,7 @@ from axes_lib.io import append_jsonl, read_json, read_jsonl, write_json, write_j
 from axes_lib.metrics import project
 from axes_lib.resume import fingerprint, model_identity
 
-__all__ = ["Setting", "response_projection", "sweep"]
+__all__ = ["Setting", "fraction_fired", "response_projection", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,17 @@ def _row(setting: Setting, record: Mapping[str, Any], answer: str, stats: Mappin
     item = setting.intervention
     return {**_description(setting, record), "response": answer,
             "stats": {} if item is None else stats[item].summary(), "fingerprint": key}
+
+
+def fraction_fired(row: Mapping[str, Any], part: str = "all") -> float:
+    """A sweep row's share of positions its intervention moved ("all", "prompt" or "response" positions), as the
+    mean over its layers; counted over the `generate` call that wrote the row, which holds several answers of
+    its setting. 0.0 for an unsteered row; NaN where the part had no positions."""
+    stats = row.get("stats")
+    if not stats:
+        return 0.0
+    values = stats["fraction_fired" if part == "all" else f"fraction_fired_{part}"]
+    return float(np.nanmean([values.get(str(i), values.get(i, np.nan)) for i in row["layers"]]))
 
 
 def _fill(todo: list[tuple[int, list[Any]]], rows: int) -> list[list[tuple[int, list[Any]]]]:
