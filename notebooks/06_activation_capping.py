@@ -86,7 +86,7 @@ def span(band):
 
 
 if not step4_shares:
-    relation = "shares no layer with them and is swept as a fourth band, 'best'"
+    relation = "shares no layer with the three and is swept as a fourth band, 'best'"
 elif any(shared == step4_band == bands[name] for name, shared in step4_shares.items()):
     relation = f"is the {next(n for n, b in bands.items() if b == step4_band)} band itself"
 else:
@@ -132,8 +132,9 @@ records = contrastive_prompts(holdout, load_personas(), model_type=model_key, to
 others = [r for r in records if r["kind"] != "assistant"]
 assistants = [r for r in records if r["kind"] == "assistant"]
 rows = sweep(model, tokenizer, others, settings, out_path, max_new_tokens, batch_size)
-# Assistant personas: uncapped, and capped with each band's 25th-percentile setting (should change little).
-check = [s for s in settings if s.intervention is None or (s.info["percentile"] == 25 and s.info["positions"] == "all")]
+# Assistant personas: uncapped, and each band's all-positions cap at the lowest percentile (should change little).
+check = [s for s in settings if s.intervention is None
+         or (s.info["percentile"] == min(percentiles) and s.info["positions"] == "all")]
 assistant_rows = sweep(model, tokenizer, assistants, check, assistant_path, max_new_tokens, batch_size)
 print(f"{len(rows)} persona answers, {len(assistant_rows)} assistant answers")
 
@@ -169,7 +170,7 @@ summary = frame.groupby("setting", sort=False).agg(
 summary["movement"] = (summary["projection"] - uncapped_mean) / (assistant_mean - uncapped_mean)
 capped = summary[summary.band != "none"]
 best = capped.sort_values("movement", ascending=False).iloc[0]
-paper = capped[(capped.band == "late") & (capped.percentile == 25) & (capped.positions == "all")]
+paper = capped[(capped.band == "late") & (capped.percentile == min(percentiles)) & (capped.positions == "all")]
 glue("cap_uncapped_projection", round(float(uncapped_mean), 2), display=False)
 glue("cap_assistant_projection", round(float(assistant_mean), 2), display=False)
 glue("cap_best_setting", Plain(best["setting"]), display=False)
@@ -177,15 +178,21 @@ glue("cap_best_movement", round(100 * float(best["movement"])), display=False)
 glue("cap_paper_movement", round(100 * float(paper["movement"].iloc[0])) if len(paper) else float("nan"), display=False)
 glue("cap_measure_layers", Plain.list(measure_layers), display=False)
 # How much a cap lifts: the range over bands, at the lowest and the highest percentile, and for the variants.
+
+
+def value_range(values):
+    """`lo–hi` of rounded values, one number when they agree."""
+    lo, hi = round(float(min(values))), round(float(max(values)))
+    return Plain(f"{lo}" if lo == hi else f"{lo}–{hi}")
+
+
 everywhere, response_only = capped[capped.positions == "all"], capped[capped.positions == "response"]
 for name, part, q in (("low", everywhere, min(percentiles)), ("high", everywhere, max(percentiles)),
                       ("resp", response_only, max(response_percentiles, default=max(percentiles)))):
     at = part[part.percentile == q]
     glue(f"cap_q_{name}", Plain(f"{q:g}"), display=False)
     for column, short in (("all positions capped", "all"), ("response positions capped", "response")):
-        values = 100 * at[column] if len(at) else pd.Series([float("nan")])
-        glue(f"cap_fired_{name}_{short}_min", round(float(values.min())), display=False)
-        glue(f"cap_fired_{name}_{short}_max", round(float(values.max())), display=False)
+        glue(f"cap_fired_{name}_{short}", value_range(100 * at[column] if len(at) else [float("nan")]), display=False)
 summary.round(3)
 
 # %% [markdown]
@@ -198,8 +205,7 @@ summary.round(3)
 base = assistant_frame[assistant_frame.setting == "uncapped"].set_index("id")["response"]
 unchanged = {s: float((g.set_index("id")["response"] == base.reindex(g["id"]).values).mean())
              for s, g in assistant_frame[assistant_frame.setting != "uncapped"].groupby("setting", sort=False)}
-glue("cap_assistant_unchanged_min", round(100 * min(unchanged.values())), display=False)
-glue("cap_assistant_unchanged_max", round(100 * max(unchanged.values())), display=False)
+glue("cap_assistant_unchanged", value_range([100 * v for v in unchanged.values()]), display=False)
 write_json(paths.capping_summary(method),
            {"bands": bands, "step4_band": step4_band, "step4_shares": step4_shares,
             "uncapped_projection": uncapped_mean, "assistant_projection": assistant_mean,

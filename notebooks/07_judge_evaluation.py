@@ -421,7 +421,7 @@ pd.DataFrame([{"band": res["band"], "positions": res["positions"], "chosen": res
 
 # %% [markdown]
 # Capping should leave the assistant personas' own answers alone: their judged scores uncapped and
-# under each band's 25th-percentile cap.
+# under each band's all-positions cap at the lowest percentile.
 
 # %%
 cap_assistant = summarise([r for r in judged if r["source"] == "capping_assistant"], ["setting"], n_boot=n_boot)
