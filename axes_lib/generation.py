@@ -67,6 +67,9 @@ def generate(
     `interventions` steers the generation (`interventions.steer`): one intervention for every prompt, or
     one (or None) per prompt, so a batch can hold many settings; prompts of different interventions never
     share a prefix, since it is steered too. `stats`, if given, receives each intervention's statistics.
+    Every forward tells the hooks which positions are the response (`Steering.response_from`): none in the
+    prefill (shared-prefix passes included), all of them in each decoding step, whose input is the token
+    generated last; a `response_only` intervention acts on those only.
     """
     items, _ = check_prompts(prompts)
     for name, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
@@ -82,7 +85,7 @@ def generate(
         groups = [(None if groups is None else groups[i], id(item)) for i, item in enumerate(interventions)]
     with steer(model, interventions) as steering:  # type: ignore[arg-type]
         outputs = _generate(model, tokenizer, items, max_new_tokens, batch_size, do_sample, progress, share_prefix,
-                            min_prefix, cascade, groups, steering if per_prompt else None, generate_kwargs)
+                            min_prefix, cascade, groups, steering, per_prompt, generate_kwargs)
     if stats is not None:
         stats.update(steering.stats)
     return outputs
@@ -90,9 +93,10 @@ def generate(
 
 def _generate(model: Any, tokenizer: Any, items: list[str], max_new_tokens: int, batch_size: int, do_sample: bool,
               progress: bool, share_prefix: bool, min_prefix: int, cascade: bool | None,
-              groups: Sequence[Hashable] | None, steering: Steering | None, generate_kwargs: dict[str, Any]) -> list[str]:
-    """`generate` once its arguments are checked and its hooks installed; `steering` (per-prompt interventions)
-    is told which prompt each row of every forward is."""
+              groups: Sequence[Hashable] | None, steering: Steering, per_prompt: bool,
+              generate_kwargs: dict[str, Any]) -> list[str]:
+    """`generate` once its arguments are checked and its hooks installed; `steering` is told where the response
+    starts in every forward and, for per-prompt interventions, which prompt each of its rows is."""
     from axes_lib.batching.kvcache import cascade_attention, cascade_cache, growing_cache
 
     device = next(model.parameters()).device
@@ -114,7 +118,8 @@ def _generate(model: Any, tokenizer: Any, items: list[str], max_new_tokens: int,
     table = None
     if prefixes:
         first = {seq.row: seq.index for seq in reversed(seqs) if seq.prefix}  # a prompt of each prefix
-        table = PrefixTable.build(model, prefixes, pad_id, before_chunk=None if steering is None else (
+        steering.response_from(Steering.PROMPT)
+        table = PrefixTable.build(model, prefixes, pad_id, before_chunk=None if not per_prompt else (
             lambda chunk: steering.select([first[row] for row in chunk])))
     outputs: list[str] = [""] * len(items)
     kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad_id, **generate_kwargs}
@@ -137,10 +142,15 @@ def _generate(model: Any, tokenizer: Any, items: list[str], max_new_tokens: int,
                 cache = table.cache(model, rows, reserve=width + max_new_tokens)
         else:
             cache = growing_cache(model, reserve=width + max_new_tokens)
-        if steering is not None:
+        if per_prompt:
             steering.select([seq.index for seq in batch])
-        with cascade_attention(model, cache) if cascade and batch[0].prefix else nullcontext():
-            out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, **kwargs)
+        steering.response_from(Steering.PROMPT)  # the prefill; after each forward, a decoding step follows
+        decoding = model.register_forward_hook(lambda *_: steering.response_from(0))
+        try:
+            with cascade_attention(model, cache) if cascade and batch[0].prefix else nullcontext():
+                out = model.generate(input_ids=ids, attention_mask=mask, cache=cache, **kwargs)
+        finally:
+            decoding.remove()
         for row, seq in enumerate(batch):
             outputs[seq.index] = tokenizer.decode(out[row, ids.shape[1] :], skip_special_tokens=True).strip()
         bar.update(len(batch))

@@ -6,6 +6,11 @@ tensor; `neutral` is the strength that leaves a state bitwise unchanged, which i
 hold prompts steered by different interventions. `steer` installs one intervention for every prompt,
 or one per prompt (`generation.generate(..., interventions=[...])`), as forward hooks on the decoder
 layers. A new operation is one subclass: sweeps, `CappedModel` and the demo read its description.
+
+An intervention acts on every position, prompt and generated tokens alike, or with `response_only=True` on
+the response positions only (generated tokens fed back while decoding), every prompt state bitwise unchanged.
+The caller says which positions are the response (`Steering.response_from`; `generate` does): a forward it
+said nothing of (a teacher-forced pass) refuses a response-only intervention rather than guess.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import torch
@@ -60,7 +65,9 @@ class Intervention:
         KINDS[cls.kind] = cls
 
     def __init__(self, direction: Mapping[int, torch.Tensor] | torch.Tensor, layers: Sequence[int] | None,
-                 strength: Strength) -> None:
+                 strength: Strength, response_only: bool = False) -> None:
+        if not isinstance(response_only, bool):
+            raise ValueError(f"response_only must be True or False, got {response_only!r}")
         if isinstance(direction, torch.Tensor):
             if layers is None:
                 raise ValueError("a single direction vector needs explicit layers")
@@ -83,6 +90,7 @@ class Intervention:
             values = dict.fromkeys(units, one)
         self.units: dict[int, torch.Tensor] = units
         self.strength: dict[int, float] = values
+        self.response_only = response_only  # act on response (generated) positions only
 
     @classmethod
     def check_strength(cls, value: Any, name: str) -> float:
@@ -121,13 +129,15 @@ class Intervention:
         validate_direction(self.units, model_or_config)
 
     def describe(self) -> dict[str, Any]:
-        """What this intervention is, as JSON: kind, layers, strength per layer and a digest of the unit vectors."""
+        """What this intervention is, as JSON: kind, layers, strength per layer, a digest of the unit vectors and,
+        for a response-only one, `"positions": "response"` (absent otherwise, so older descriptions still hold)."""
         digest = hashlib.sha256()
         for layer in self.layers:
             digest.update(f"{layer}:".encode())
             digest.update(self.units[layer].numpy().tobytes())
-        return {"kind": self.kind, "layers": self.layers, self.strength_name: {str(k): v for k, v in self.strength.items()},
-                "direction_sha256": digest.hexdigest()[:16]}
+        out = {"kind": self.kind, "layers": self.layers, self.strength_name: {str(k): v for k, v in self.strength.items()},
+               "direction_sha256": digest.hexdigest()[:16]}
+        return {**out, "positions": "response"} if self.response_only else out
 
     def fingerprint(self) -> str:
         """A short hash of `describe()`: equal for interventions that act identically."""
@@ -135,7 +145,8 @@ class Intervention:
 
     def __repr__(self) -> str:
         strengths = ", ".join(f"{k}: {v:g}" for k, v in self.strength.items())
-        return f"{type(self).__name__}(layers={self.layers}, {self.strength_name}={{{strengths}}})"
+        only = ", response_only=True" if self.response_only else ""
+        return f"{type(self).__name__}(layers={self.layers}, {self.strength_name}={{{strengths}}}{only})"
 
 
 class Add(Intervention):
@@ -144,8 +155,8 @@ class Add(Intervention):
     kind, title, strength_name, neutral, allow_negative = "add", "Additive steering", "scale", 0.0, False
 
     def __init__(self, direction: Mapping[int, torch.Tensor] | torch.Tensor, layers: Sequence[int] | None = None,
-                 scale: Strength = 0.0) -> None:
-        super().__init__(direction, layers, scale)
+                 scale: Strength = 0.0, response_only: bool = False) -> None:
+        super().__init__(direction, layers, scale, response_only)
 
     @staticmethod
     def apply(hidden: torch.Tensor, u: torch.Tensor, strength: float | torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -160,8 +171,8 @@ class Cap(Intervention):
     kind, title, strength_name, neutral = "cap", "Activation capping", "threshold", -math.inf
 
     def __init__(self, direction: Mapping[int, torch.Tensor] | torch.Tensor, layers: Sequence[int] | None = None,
-                 threshold: Strength = 0.0) -> None:
-        super().__init__(direction, layers, threshold)
+                 threshold: Strength = 0.0, response_only: bool = False) -> None:
+        super().__init__(direction, layers, threshold, response_only)
 
     @staticmethod
     def apply(hidden: torch.Tensor, u: torch.Tensor, strength: float | torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -177,8 +188,8 @@ class Ablate(Intervention):
     kind, title, strength_name, neutral = "ablate", "Directional ablation", "value", math.nan
 
     def __init__(self, direction: Mapping[int, torch.Tensor] | torch.Tensor, layers: Sequence[int] | None = None,
-                 value: Strength = 0.0) -> None:
-        super().__init__(direction, layers, value)
+                 value: Strength = 0.0, response_only: bool = False) -> None:
+        super().__init__(direction, layers, value, response_only)
 
     @staticmethod
     def apply(hidden: torch.Tensor, u: torch.Tensor, strength: float | torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -191,38 +202,55 @@ class Ablate(Intervention):
 
 @dataclass
 class SteeringStats:
-    """Per-layer counts while an intervention is active (padding excluded where a mask is known)."""
+    """Per-layer counts while an intervention is active (padding excluded where a mask is known), over every
+    position and apart over prompt and response positions (forwards told `Steering.response_from`: `generate`'s)."""
 
     positions: dict[int, int] = field(default_factory=dict)
     fired: dict[int, int] = field(default_factory=dict)
     correction_sum: dict[int, float] = field(default_factory=dict)
+    prompt_positions: dict[int, int] = field(default_factory=dict)
+    prompt_fired: dict[int, int] = field(default_factory=dict)
+    response_positions: dict[int, int] = field(default_factory=dict)
+    response_fired: dict[int, int] = field(default_factory=dict)
 
-    def fraction_fired(self) -> dict[int, float]:
-        """Share of real positions the intervention moved, per layer."""
-        return {k: self.fired[k] / n if n else 0.0 for k, n in self.positions.items()}
+    #: The fields of `summary()`, each a {layer: value} dict.
+    SUMMARY_KEYS: ClassVar[tuple[str, ...]] = ("fraction_fired", "fraction_fired_prompt", "fraction_fired_response",
+                                               "mean_correction")
+
+    def fraction_fired(self, part: str = "all") -> dict[int, float]:
+        """Share of real positions the intervention moved, per layer: of all positions (0.0 when there were
+        none), or of the "prompt" or "response" positions only (NaN when there were none)."""
+        if part == "all":
+            return {k: self.fired[k] / n if n else 0.0 for k, n in self.positions.items()}
+        if part not in ("prompt", "response"):
+            raise ValueError(f"part must be 'all', 'prompt' or 'response', got {part!r}")
+        counts, fired = getattr(self, f"{part}_positions"), getattr(self, f"{part}_fired")
+        return {k: fired[k] / n if n else math.nan for k, n in counts.items()}
 
     def mean_correction(self) -> dict[int, float]:
         """Mean signed move along the direction over the positions it moved (`tau - p` for a cap)."""
         return {k: self.correction_sum[k] / f if (f := self.fired[k]) else 0.0 for k in self.positions}
 
     def summary(self) -> dict[str, dict[int, float]]:
-        return {"fraction_fired": self.fraction_fired(), "mean_correction": self.mean_correction()}
+        return {"fraction_fired": self.fraction_fired(), "fraction_fired_prompt": self.fraction_fired("prompt"),
+                "fraction_fired_response": self.fraction_fired("response"), "mean_correction": self.mean_correction()}
 
 
 class _Positions:
-    """The real (non-padding) positions of the forward in progress: `grab`, a forward pre-hook on the base
-    model, keeps its padding mask; the first hooked layer to ask computes them for all the others."""
+    """The positions of the forward in progress: `grab`, a forward pre-hook on the base model, keeps its padding
+    mask; the first hooked layer to ask computes which are real (not padding) and which response positions."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: Steering) -> None:
+        self.state = state
         self.mask: torch.Tensor | None = None
         self.valid: torch.Tensor | None = None
-        self.count: torch.Tensor | None = None
+        self.response: torch.Tensor | None = None
 
     def grab(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-        self.mask, self.valid, self.count = kwargs.get("attention_mask"), None, None
+        self.mask, self.valid, self.response = kwargs.get("attention_mask"), None, None
 
-    def of(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Boolean `[batch, seq]` of real positions, and their number."""
+    def of(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Boolean `[batch, seq]` of real positions, and of response positions (None: not known)."""
         if self.valid is None:
             batch, seq = hidden.shape[:2]
             mask = self.mask
@@ -230,24 +258,52 @@ class _Positions:
                 self.valid = torch.ones(batch, seq, dtype=torch.bool, device=hidden.device)  # no 2-D mask: all real
             else:
                 self.valid = mask[:, -seq:].to(device=hidden.device, dtype=torch.bool)
-            self.count = self.valid.sum()
-        assert self.count is not None
-        return self.valid, self.count
+            start = self.state.start
+            if start is not None:
+                if start.ndim == 1 and len(start) != batch:
+                    raise RuntimeError(f"Steering.response_from was given {len(start)} starts for a forward of {batch} rows")
+                start = start.to(hidden.device).reshape(-1, 1)
+                self.response = (torch.arange(seq, device=hidden.device)[None, :] >= start).expand(batch, seq)
+        return self.valid, self.response
+
+
+def _tally(valid: torch.Tensor, response: torch.Tensor | None, moved: Any) -> torch.Tensor:
+    """Per row `[batch, 7]`: the counts of `SteeringStats`, in its fields' order (zeros for unknown parts)."""
+    moved = torch.as_tensor(moved, dtype=torch.float64, device=valid.device).expand(valid.shape)
+    changed = (moved != 0) & valid
+    counts = [valid, changed, torch.where(valid, moved, 0.0)]
+    if response is not None:
+        counts += [valid & ~response, changed & ~response, valid & response, changed & response]
+    out = torch.stack([c.sum(1, dtype=torch.float64) for c in counts], 1)
+    return out if response is not None else torch.cat([out, out.new_zeros(len(out), 4)], 1)
 
 
 class Steering:
-    """What `steer` yields: the statistics per intervention (filled in on exit) and, for one intervention per
-    prompt, `select(rows)`: which prompt each row of the next forwards is (`generate` calls it per batch)."""
+    """What `steer` yields: the statistics per intervention (filled in on exit); for one intervention per
+    prompt, `select(rows)`: which prompt each row of the next forwards is; and `response_from(start)`: where
+    the response begins in them (`generate` calls both per batch)."""
+
+    #: A response start past any forward's end: every position is a prompt position (a prefill).
+    PROMPT = 2**62
 
     def __init__(self, interventions: list[Intervention], per_prompt: list[int] | None) -> None:
         self.interventions = interventions
         self.per_prompt = per_prompt  # index into `interventions` per prompt (-1: none); None: one for all rows
         self.stats: dict[Intervention, SteeringStats] = {i: SteeringStats() for i in interventions}
         self.rows: torch.Tensor | None = None
+        self.start: torch.Tensor | None = None
 
     def select(self, rows: Sequence[int] | torch.Tensor) -> None:
         """The prompt index of each row of the forwards that follow."""
         self.rows = torch.as_tensor(rows, dtype=torch.long)
+
+    def response_from(self, start: int | Sequence[int] | torch.Tensor | None) -> None:
+        """Where the response begins in the forwards that follow: the index, among each forward's positions, of
+        the first response position, one for all rows or one per row. 0: all are response positions (a decoding
+        step); `Steering.PROMPT`: none is (a prompt's prefill); a teacher-forced pass gives each row's response
+        start. None (the default): not known, where response-only interventions raise and statistics count the
+        positions in the totals only."""
+        self.start = None if start is None else torch.as_tensor(start, dtype=torch.long)
 
     @property
     def total(self) -> SteeringStats:
@@ -264,7 +320,9 @@ def steer(model: Any, interventions: Intervention | Sequence[Intervention | None
     One `Intervention` acts on every row of every forward. A sequence gives one intervention (or None)
     per prompt; then each forward's rows must be mapped to prompts with `Steering.select` — which
     `generation.generate(..., interventions=...)` does. Hooks act on every position, prompt and generated
-    tokens alike, and are removed on exit, also on error. Nested blocks compose.
+    tokens alike, except a `response_only` intervention's, which act on the response positions the
+    `Steering` object was told of (`Steering.response_from`, which `generate` calls) and raise in a forward
+    it was told nothing of. Hooks are removed on exit, also on error. Nested blocks compose.
     """
     if interventions is None or isinstance(interventions, Intervention):
         distinct = [] if interventions is None else [interventions]
@@ -287,15 +345,17 @@ def steer(model: Any, interventions: Intervention | Sequence[Intervention | None
         item.check_model(model)
     device = next(model.parameters()).device
     layers = sorted({layer for item in distinct for layer in item.layers})
-    # Per layer, in KINDS order: (class, unit vector, strength: a float, or one value per prompt).
-    plan: dict[int, list[tuple[type[Intervention], torch.Tensor, Any]]] = {}
+    # Per layer, in KINDS order: (class, unit vector, strength: a float, or one value per prompt, and where it
+    # acts: None everywhere, True response positions only, or per prompt whether it is response-only).
+    plan: dict[int, list[tuple[type[Intervention], torch.Tensor, Any, Any]]] = {}
     for layer in layers:
         for cls in KINDS.values():
             acting = [i for i in distinct if isinstance(i, cls) and layer in i.units]
             if not acting:
                 continue
             if per_prompt is None:
-                plan.setdefault(layer, []).append((cls, acting[0].units[layer].to(device), acting[0].strength[layer]))
+                only = True if acting[0].response_only else None
+                plan.setdefault(layer, []).append((cls, acting[0].units[layer].to(device), acting[0].strength[layer], only))
                 continue
             # Every prompt gets its intervention's strength here, or the neutral one; one unit vector per layer.
             units = {tuple(i.units[layer].tolist()) for i in acting}
@@ -305,16 +365,18 @@ def steer(model: Any, interventions: Intervention | Sequence[Intervention | None
             for i in acting:
                 values[distinct.index(i)] = i.strength[layer]
             table = torch.tensor(values + [cls.neutral], device=device)  # index -1: prompts with no intervention
-            plan.setdefault(layer, []).append((cls, acting[0].units[layer].to(device), table[torch.tensor(per_prompt)]))
+            flags = torch.tensor([i.response_only for i in distinct] + [False], device=device)[torch.tensor(per_prompt)]
+            only = flags if any(i.response_only for i in acting) else None
+            plan.setdefault(layer, []).append((cls, acting[0].units[layer].to(device), table[torch.tensor(per_prompt)], only))
     # Statistics rows: one per intervention, and a last one for prompts with none.
     groups = torch.tensor([k if k >= 0 else len(distinct) for k in per_prompt or [0]], device=device)
-    sums = {layer: torch.zeros((len(distinct) + 1, 3), dtype=torch.float64, device=device) for layer in layers}
-    positions = _Positions()
+    sums = {layer: torch.zeros((len(distinct) + 1, 7), dtype=torch.float64, device=device) for layer in layers}
+    positions = _Positions(state)
 
     def make_hook(layer: int) -> Any:
         def hook(module: Any, args: Any, output: Any) -> Any:
             hidden = output[0] if isinstance(output, tuple) else output
-            valid, count = positions.of(hidden)
+            valid, response = positions.of(hidden)
             rows = None
             if per_prompt is not None:
                 if state.rows is None or len(state.rows) != hidden.shape[0]:
@@ -322,21 +384,23 @@ def steer(model: Any, interventions: Intervention | Sequence[Intervention | None
                                        "interventions=...), or call Steering.select(rows) before the forward")
                 rows = state.rows.to(hidden.device)
             moved: Any = 0.0
-            for cls, u, strength in plan[layer]:
+            for cls, u, strength, only in plan[layer]:
                 u = u.to(hidden.dtype)
-                hidden, move = cls.apply(hidden, u, strength if rows is None else strength[rows][:, None, None])
-                moved = moved + move
-            if rows is None and not isinstance(moved, torch.Tensor):  # every real position moved by the same amount
-                fired = count.double() if moved else torch.zeros((), dtype=torch.float64, device=count.device)
-                sums[layer][0] += torch.stack([count.double(), fired, fired * moved])
+                new, move = cls.apply(hidden, u, strength if rows is None else strength[rows][:, None, None])
+                if only is not None:  # response-only: the prompt positions keep their states, bitwise
+                    if response is None:
+                        raise RuntimeError("a response_only intervention acts on generated positions only, and this "
+                                           "forward's were not described: use generate(...), or call "
+                                           "Steering.response_from(starts) before a teacher-forced pass")
+                    gate = response if rows is None else response | ~only[rows][:, None]
+                    new = torch.where(gate[..., None], new, hidden)
+                    move = torch.where(gate, torch.as_tensor(move, device=hidden.device).expand(gate.shape), 0.0)
+                hidden, moved = new, moved + move
+            tally = _tally(valid, response, moved)
+            if rows is None:
+                sums[layer][0] += tally.sum(0)
             else:
-                moved = torch.as_tensor(moved, device=hidden.device).float().expand(valid.shape)
-                changed = (moved != 0) & valid
-                if rows is None:
-                    sums[layer][0] += torch.stack([count.double(), changed.sum().double(), (moved * valid).sum().double()])
-                else:
-                    row = torch.stack([valid.sum(1).double(), changed.sum(1).double(), (moved * valid).sum(1).double()], 1)
-                    sums[layer].index_add_(0, groups[rows], row)
+                sums[layer].index_add_(0, groups[rows], tally)
             return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
         return hook
@@ -350,9 +414,9 @@ def steer(model: Any, interventions: Intervention | Sequence[Intervention | None
     finally:
         for handle in handles:
             handle.remove()
+        names = [f.name for f in fields(SteeringStats)]  # the columns of `_tally`
         for layer, table in sums.items():
             for k, item in enumerate(distinct):
                 if layer in item.units:
-                    n, fired, corr = table[k].tolist()
-                    stats = state.stats[item]
-                    stats.positions[layer], stats.fired[layer], stats.correction_sum[layer] = int(n), int(fired), corr
+                    for name, value in zip(names, table[k].tolist()):
+                        getattr(state.stats[item], name)[layer] = value if name == "correction_sum" else int(value)

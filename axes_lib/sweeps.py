@@ -24,7 +24,7 @@ from axes_lib.io import append_jsonl, read_json, read_jsonl, write_json, write_j
 from axes_lib.metrics import project
 from axes_lib.resume import fingerprint, model_identity
 
-__all__ = ["Setting", "response_projection", "sweep"]
+__all__ = ["Setting", "fraction_fired", "response_projection", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,8 @@ def sweep(
     want = {(s.label, r["id"]): fingerprint(r["prompt"], meaning[s.label], producer) for s in settings for r in records}
     stored = read_jsonl(out_path) if out_path.exists() else []
     have = {(row["setting"], row["id"]): row for row in stored  # rows of another format have no fingerprint
-            if row.get("fingerprint") is not None and want.get((row.get("setting"), row.get("id"))) == row["fingerprint"]}
+            if row.get("fingerprint") is not None and want.get((row.get("setting"), row.get("id"))) == row["fingerprint"]
+            and _current_stats(row)}
     chunk = batch_size if chunk is None else chunk
     todo = [(k, [r for r in records if (s.label, r["id"]) not in have]) for k, s in enumerate(settings)]
     todo = [(k, rows[i:i + chunk]) for k, rows in todo for i in range(0, len(rows), chunk)]
@@ -117,15 +118,24 @@ def sweep(
 RTOL, UNIT_ATOL = 1e-4, 1e-5
 
 
+def _current_stats(row: Mapping[str, Any]) -> bool:
+    """Whether a stored row's statistics have every field `SteeringStats.summary` gives now (an unsteered row has none)."""
+    stats = row.get("stats")
+    return stats == {} or (isinstance(stats, Mapping) and set(SteeringStats.SUMMARY_KEYS) <= set(stats))
+
+
 def _values(item: Intervention) -> dict[str, Any]:
     return {"strength": {str(k): v for k, v in item.strength.items()},
             "units": {str(k): v.tolist() for k, v in item.units.items()}}
 
 
 def _same(old: Mapping[str, Any], item: Intervention) -> bool:
-    """Whether `item` is the recorded intervention up to float noise (same kind and layers, close values)."""
-    now = item.describe()
-    if {k: old["describe"].get(k) for k in ("kind", "layers")} != {k: now[k] for k in ("kind", "layers")}:
+    """Whether `item` is the recorded intervention up to float noise: the same description (kind, layers,
+    positions acted on) but for the values, which need only be close."""
+    def fixed(description: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in description.items() if k not in (item.strength_name, "direction_sha256")}
+
+    if fixed(old["describe"]) != fixed(item.describe()):
         return False
     values = _values(item)
     if set(old["values"]["strength"]) != set(values["strength"]):
@@ -169,6 +179,17 @@ def _row(setting: Setting, record: Mapping[str, Any], answer: str, stats: Mappin
     item = setting.intervention
     return {**_description(setting, record), "response": answer,
             "stats": {} if item is None else stats[item].summary(), "fingerprint": key}
+
+
+def fraction_fired(row: Mapping[str, Any], part: str = "all") -> float:
+    """A sweep row's share of positions its intervention moved ("all", "prompt" or "response" positions), as the
+    mean over its layers; counted over the `generate` call that wrote the row, which holds several answers of
+    its setting. 0.0 for an unsteered row; NaN where the part had no positions."""
+    stats = row.get("stats")
+    if not stats:
+        return 0.0
+    values = stats["fraction_fired" if part == "all" else f"fraction_fired_{part}"]
+    return float(np.nanmean([values.get(str(i), values.get(i, np.nan)) for i in row["layers"]]))
 
 
 def _fill(todo: list[tuple[int, list[Any]]], rows: int,

@@ -14,12 +14,17 @@
 # %% [markdown]
 # # Step 6 — Activation capping
 #
-# Capping intervenes only where it is needed: at each capped layer and position, with `p = h · u`,
-# if `p < τ` the state is lifted to `h + (τ − p) · u`; everywhere else it is left exactly as it was.
-# Thresholds are percentiles of the projections of the **assistant** personas' train prompts at each
-# layer (Anthropic's paper caps at the 25th percentile over a band at 70–90 % depth; the seed found
-# early-to-middle layers better at 3B). We sweep the percentile for three layer bands on the held-out
-# queries under the non-assistant personas, and check that capping leaves assistant answers alone.
+# Capping acts position by position: at each capped layer and position, with `p = h · u`, if `p < τ`
+# the state is lifted to `h + (τ − p) · u`; everywhere else it is left exactly as it was. How often
+# that happens is measured, not assumed: the summary below gives the fraction of positions capped.
+# Anthropic's paper caps at the 25th percentile over a band at 70–90 % depth; the seed found
+# early-to-middle layers better at 3B. So this is a layer study: three **disjoint** bands of equal width,
+# named by depth (early ~20–35 %, middle ~45–60 %, late ~70–90 % of the layers), each swept over the
+# threshold percentile on the held-out queries under the non-assistant personas. Step 4's capping band
+# joins as a fourth band only if it shares no layer with them. A cap acts on every position by default,
+# the system prompt included; a **response-only** variant of each band (at `response_percentiles`) leaves
+# the prompt alone and caps the generated tokens only. Last, we check that capping leaves assistant
+# answers alone.
 #
 # The direction is the **response-mean** axis, as in Anthropic's paper: a cap acts on every position
 # of the answer as it is generated, and that direction is estimated from exactly those positions
@@ -31,7 +36,8 @@
 model_key = "smollm2"
 method = "response_mean"  # which direction to cap along (see the text above)
 percentiles = [25, 50, 75, 90]
-bands = None  # None: {"best": the band of step 4, "early": ~25-40 % depth, "late": ~70-90 % depth}; or {name: [layers]}
+response_percentiles = [90]  # the response-only variant of each band, at these of the percentiles
+bands = None  # None: disjoint bands by depth (calibration.depth_bands), plus step 4's if disjoint; or {name: [layers]}
 n_holdout_queries = 10  # held-out queries used (None: all of them)
 max_new_tokens = 48
 batch_size = 256  # rows per generate batch: several settings of the sweep at once
@@ -39,12 +45,11 @@ artifacts_dir = "artifacts"
 resume = True  # False: regenerate every answer (make book FORCE=1); True reuses answers whose inputs are unchanged
 
 # %% tags=["hide-input"]
-import numpy as np
 import pandas as pd
 from myst_nb import glue
 
 from axes_lib.artifacts import Artifacts, Step, manifest_of
-from axes_lib.calibration import calibration_answers, token_thresholds
+from axes_lib.calibration import calibration_answers, check_bands, depth_bands, shared_layers, token_thresholds
 from axes_lib.directions import load_direction
 from axes_lib.figures import Plain
 from axes_lib.interventions import Cap
@@ -52,27 +57,47 @@ from axes_lib.io import read_json, read_jsonl, write_json
 from axes_lib.models import load_model, model_name
 from axes_lib.prompts import contrastive_prompts, load_personas
 from axes_lib.splits import queries_in
-from axes_lib.sweeps import Setting, response_projection, sweep
+from axes_lib.sweeps import Setting, fraction_fired, response_projection, sweep
 
 model_name(model_key)
 if not percentiles or any(not 0 <= q <= 100 for q in percentiles):
     raise ValueError(f"percentiles must lie in [0, 100], got {percentiles}")
+if any(q not in percentiles for q in response_percentiles):
+    raise ValueError(f"response_percentiles {response_percentiles} must be among percentiles {percentiles}")
 paths = Artifacts(artifacts_dir, model_key)
 evaluation = read_json(paths.evaluation(method))
 direction = load_direction(paths.direction(method))
 split = read_json(paths.split)
-all_layers = sorted(direction)
-n_layers = len(all_layers)
-if bands is None:
-    width = len(evaluation["capping"]["layers"])
-    bands = {"best": evaluation["capping"]["layers"],
-             "early": list(range(round(0.25 * n_layers), round(0.25 * n_layers) + width)),
-             "late": list(range(round(0.7 * n_layers), round(0.7 * n_layers) + width))}
-for name, band in bands.items():
-    bad = [i for i in band if i not in all_layers]
-    if bad or not band:
-        raise ValueError(f"band {name!r}: layers {bad or band} not available (model has {n_layers} layers)")
+n_layers = len(direction)
+if sorted(direction) != list(range(n_layers)):
+    raise ValueError(f"the direction covers layers {sorted(direction)}: need every layer of the model")
+# The bands: disjoint (checked before the model loads), named by depth unless given.
+step4_band = list(evaluation["capping"]["layers"])
+bands = check_bands(depth_bands(n_layers) if bands is None else bands, n_layers)
+step4_shares = shared_layers(step4_band, bands)
+if not step4_shares and "best" not in bands:
+    bands["best"] = step4_band
 holdout = queries_in(split, "holdout", n_holdout_queries)
+
+
+def span(band):
+    """A band as prose: its layers and their depth."""
+    return f"layers {band[0]}–{band[-1]} ({100 * band[0] / n_layers:.0f}–{100 * band[-1] / n_layers:.0f} % depth)"
+
+
+if not step4_shares:
+    relation = "shares no layer with the three and is swept as a fourth band, 'best'"
+elif any(shared == step4_band == bands[name] for name, shared in step4_shares.items()):
+    relation = f"is the {next(n for n, b in bands.items() if b == step4_band)} band itself"
+else:
+    relation = "overlaps " + " and ".join(f"the {name} band ({len(shared)} of its {len(step4_band)} layers)"
+                                          for name, shared in step4_shares.items())
+glue("cap_step4_band", Plain(span(step4_band)), display=False)
+glue("cap_step4_relation", Plain(relation), display=False)
+for name, band in bands.items():
+    glue(f"cap_band_{name}", Plain(span(band)), display=False)
+print(f"{n_layers} layers; bands: " + "; ".join(f"{name} {span(band)}" for name, band in bands.items())
+      + f". Step 4's band, {span(step4_band)}, {relation}.")
 
 # Thresholds per band and percentile: percentiles of the projections of every response token of the
 # assistant personas' train answers (step 4's recipe), the positions a cap acts on.
@@ -82,38 +107,50 @@ calibration = calibration_answers(read_jsonl(paths.responses),
 # One pass reads every band's layers.
 by_q = token_thresholds(model, tokenizer, *calibration, direction, sorted({i for b in bands.values() for i in b}),
                         percentiles, batch_size=batch_size)
-settings = [Setting("uncapped", None, {"band": "none", "percentile": None})]
-for name, band in bands.items():
-    for q, by_layer in by_q.items():
-        tau = {i: by_layer[i] for i in band}
-        settings.append(Setting(f"cap:{name}:p{q:g}", Cap(direction, band, threshold=tau),
-                                {"band": name, "percentile": q, "thresholds": {str(k): v for k, v in tau.items()}}))
-pd.DataFrame([{"band": n, "layers": ", ".join(map(str, b))} for n, b in bands.items()])
+settings = [Setting("uncapped", None, {"band": "none", "percentile": None, "positions": "none"})]
+for only in (False, True):  # every band at every percentile on all positions, then the response-only variants
+    for name, band in bands.items():
+        for q, by_layer in by_q.items():
+            if only and q not in response_percentiles:
+                continue
+            tau = {i: by_layer[i] for i in band}
+            settings.append(Setting(f"cap:{name}:p{q:g}" + (":response" if only else ""),
+                                    Cap(direction, band, threshold=tau, response_only=only),
+                                    {"band": name, "percentile": q, "positions": "response" if only else "all",
+                                     "thresholds": {str(k): v for k, v in tau.items()}}))
+glue("cap_n_settings", len(settings), display=False)
+pd.DataFrame([{"band": n, "layers": ", ".join(map(str, b)), "depth": span(b).split("(")[1].rstrip(")")}
+              for n, b in bands.items()])
 
 # %%
 out_path, assistant_path = paths.sweep("capping"), paths.sweep("capping", assistant=True)
 step = Step(manifest_of(out_path), dict(model_key=model_key, method=method, percentiles=percentiles, bands=bands,
+                                        response_percentiles=response_percentiles,
                                         n_holdout_queries=n_holdout_queries, max_new_tokens=max_new_tokens),
             outputs=[out_path, assistant_path], resume=resume)  # resume: answers with unchanged inputs are reused
 records = contrastive_prompts(holdout, load_personas(), model_type=model_key, tokenizer=tokenizer)
 others = [r for r in records if r["kind"] != "assistant"]
 assistants = [r for r in records if r["kind"] == "assistant"]
 rows = sweep(model, tokenizer, others, settings, out_path, max_new_tokens, batch_size)
-# Assistant personas: uncapped, and capped with each band's 25th-percentile setting (should change little).
-check = [s for s in settings if s.intervention is None or s.info["percentile"] == 25]
+# Assistant personas: uncapped, and each band's all-positions cap at the lowest percentile (should change little).
+check = [s for s in settings if s.intervention is None
+         or (s.info["percentile"] == min(percentiles) and s.info["positions"] == "all")]
 assistant_rows = sweep(model, tokenizer, assistants, check, assistant_path, max_new_tokens, batch_size)
 print(f"{len(rows)} persona answers, {len(assistant_rows)} assistant answers")
 
 # %% [markdown]
-# ## How far does capping move the answers towards the assistant?
+# ## How far does capping move the answers towards the assistant, and how much does it cap?
 #
 # Each answer is fed back through the **unsteered** model and its response-mean projection is read at
-# the capped layers of the `best` band. *Movement* is the fraction of the way from the uncapped
-# persona answers' mean to the assistant personas' mean: 0 = no change, 1 = as assistant-like as
-# the assistant answers.
+# the layers of step 4's capping band, where the axis separates best (the same layers for every
+# band, so the bands are compared on one scale). *Movement* is the fraction of the way from the
+# uncapped persona answers' mean to the assistant personas' mean: 0 = no change, 1 = as assistant-like
+# as the assistant answers. Beside it, the fraction of positions the cap lifted, averaged over the
+# band's layers: of the **response** positions (the generated tokens) and of **all** positions, system
+# prompt and query included.
 
 # %%
-measure_layers = bands["best"] if "best" in bands else next(iter(bands.values()))
+measure_layers = step4_band
 prompt_of = {r["id"]: r["prompt"] for r in records}
 every = rows + assistant_rows
 proj = response_projection(model, tokenizer, [prompt_of[r["id"]] for r in every], [r["response"] for r in every],
@@ -124,27 +161,38 @@ frame = pd.DataFrame(rows)
 assistant_frame = pd.DataFrame(assistant_rows)
 assistant_mean = assistant_frame.loc[assistant_frame.setting == "uncapped", "projection"].mean()
 uncapped_mean = frame.loc[frame.setting == "uncapped", "projection"].mean()
-
-
-def fired(stats, layers):
-    return float(np.mean([stats["fraction_fired"][str(i)] if str(i) in stats["fraction_fired"]
-                          else stats["fraction_fired"][i] for i in layers])) if stats else 0.0
-
-
-summary = frame.groupby("setting", sort=False).agg(band=("band", "first"), percentile=("percentile", "first"),
-                                                    projection=("projection", "mean")).reset_index()
+frame["response capped"] = [fraction_fired(r, "response") for r in rows]
+frame["all capped"] = [fraction_fired(r) for r in rows]
+summary = frame.groupby("setting", sort=False).agg(
+    band=("band", "first"), positions=("positions", "first"), percentile=("percentile", "first"),
+    projection=("projection", "mean"), **{"response positions capped": ("response capped", "mean"),
+                                          "all positions capped": ("all capped", "mean")}).reset_index()
 summary["movement"] = (summary["projection"] - uncapped_mean) / (assistant_mean - uncapped_mean)
-summary["fraction of positions capped"] = [
-    fired(frame[frame.setting == s]["stats"].iloc[0], frame[frame.setting == s]["layers"].iloc[0])
-    for s in summary["setting"]]
-best = summary[summary.band != "none"].sort_values("movement", ascending=False).iloc[0]
-default = summary[(summary.band == "best") & (summary.percentile == 25)] if "best" in bands else summary.iloc[[1]]
+capped = summary[summary.band != "none"]
+best = capped.sort_values("movement", ascending=False).iloc[0]
+paper = capped[(capped.band == "late") & (capped.percentile == min(percentiles)) & (capped.positions == "all")]
 glue("cap_uncapped_projection", round(float(uncapped_mean), 2), display=False)
 glue("cap_assistant_projection", round(float(assistant_mean), 2), display=False)
 glue("cap_best_setting", Plain(best["setting"]), display=False)
 glue("cap_best_movement", round(100 * float(best["movement"])), display=False)
-glue("cap_default_movement", round(100 * float(default["movement"].iloc[0])), display=False)
+glue("cap_paper_movement", round(100 * float(paper["movement"].iloc[0])) if len(paper) else float("nan"), display=False)
 glue("cap_measure_layers", Plain.list(measure_layers), display=False)
+# How much a cap lifts: the range over bands, at the lowest and the highest percentile, and for the variants.
+
+
+def value_range(values):
+    """`lo–hi` of rounded values, one number when they agree."""
+    lo, hi = round(float(min(values))), round(float(max(values)))
+    return Plain(f"{lo}" if lo == hi else f"{lo}–{hi}")
+
+
+everywhere, response_only = capped[capped.positions == "all"], capped[capped.positions == "response"]
+for name, part, q in (("low", everywhere, min(percentiles)), ("high", everywhere, max(percentiles)),
+                      ("resp", response_only, max(response_percentiles, default=max(percentiles)))):
+    at = part[part.percentile == q]
+    glue(f"cap_q_{name}", Plain(f"{q:g}"), display=False)
+    for column, short in (("all positions capped", "all"), ("response positions capped", "response")):
+        glue(f"cap_fired_{name}_{short}", value_range(100 * at[column] if len(at) else [float("nan")]), display=False)
 summary.round(3)
 
 # %% [markdown]
@@ -156,11 +204,11 @@ summary.round(3)
 # %%
 base = assistant_frame[assistant_frame.setting == "uncapped"].set_index("id")["response"]
 unchanged = {s: float((g.set_index("id")["response"] == base.reindex(g["id"]).values).mean())
-             for s, g in assistant_frame[assistant_frame.setting != "uncapped"].groupby("setting")}
-for s, v in unchanged.items():
-    glue(f"cap_assistant_unchanged_{s.split(':')[1]}", round(100 * v), display=False)
+             for s, g in assistant_frame[assistant_frame.setting != "uncapped"].groupby("setting", sort=False)}
+glue("cap_assistant_unchanged", value_range([100 * v for v in unchanged.values()]), display=False)
 write_json(paths.capping_summary(method),
-           {"bands": bands, "uncapped_projection": uncapped_mean, "assistant_projection": assistant_mean,
+           {"bands": bands, "step4_band": step4_band, "step4_shares": step4_shares,
+            "uncapped_projection": uncapped_mean, "assistant_projection": assistant_mean,
             "measure_layers": measure_layers, "summary": summary.to_dict(orient="records"),
             "assistant_unchanged": unchanged})
 step.done(n_answers=len(every))

@@ -65,6 +65,7 @@ from axes_lib.judge import (
 )
 from axes_lib.judge.repetition import loop_coverage
 from axes_lib.models import model_name
+from axes_lib.sweeps import fraction_fired
 
 model_name(model_key)
 if judge_kind not in ("auto", "offline", "claude"):
@@ -298,24 +299,25 @@ pd.DataFrame(add_summary).drop(columns=["setting"]).round(2)
 # %% [markdown]
 # ## Activation capping
 #
-# One panel per layer band, against the percentile that sets the threshold (a higher percentile lifts
-# more positions). Lines as above; the sweet spot is chosen over every band and percentile.
+# One panel per layer band (the bands are disjoint), against the percentile that sets the threshold (a
+# higher percentile lifts more positions), for the cap on all positions. Lines as above; the sweet spot
+# is chosen over every band, percentile and variant (all positions or response positions only).
 
 # %%
-capping = [r for r in judged if r["source"] == "capping"]
-cap_summary = summarise(capping, ["setting", "band", "percentile"], n_boot=n_boot)
+capping = [{**r, "positions": r.get("positions") or "all"} for r in judged if r["source"] == "capping"]
+cap_summary = summarise(capping, ["setting", "band", "percentile", "positions"], n_boot=n_boot)
 uncapped = next(s for s in cap_summary if s["band"] == "none")
 cap_baseline = {s: uncapped[f"{s}_mean"] for s in ("assistant_likeness", "coherence")}
 cap_rows = [{**r, "percentile": r["percentile"] if r["percentile"] is not None else 0.0} for r in capping]
-cap_sweet, cap_sweet_report, cap_base_report = honest_sweet_spot(cap_rows, ["setting", "band", "percentile"], "percentile",
-                                                                 lambda s: True)
+cap_sweet, cap_sweet_report, cap_base_report = honest_sweet_spot(cap_rows, ["setting", "band", "percentile", "positions"],
+                                                                 "percentile", lambda s: True)
 bands = list(dict.fromkeys(s["band"] for s in cap_summary if s["band"] != "none"))
 cap_reference_rows = [r for r in judged if r["source"] == "capping_assistant" and r["setting"] == "uncapped"]
 cap_reference = means(cap_reference_rows)
 panels = []
 for band in bands:
-    rows_ = [s for s in cap_summary if s["band"] == band]
-    mark = cap_sweet["percentile"] if cap_sweet and cap_sweet["band"] == band else None
+    rows_ = [s for s in cap_summary if s["band"] == band and s["positions"] == "all"]
+    mark = cap_sweet["percentile"] if cap_sweet["band"] == band and cap_sweet["positions"] == "all" else None
     band_layers = next(r["layers"] for r in capping if r["band"] == band)
     panels.append({"title": f"band '{band}' (layers {', '.join(map(str, band_layers))})",
                    "xlabel": "threshold percentile", "x": "percentile", "rows": rows_, "baseline": cap_baseline,
@@ -336,8 +338,90 @@ fig
 pd.DataFrame(cap_summary).drop(columns=["setting"]).round(2)
 
 # %% [markdown]
+# ## Which band works for capping?
+#
+# Each band and variant gets its own sweet spot, chosen like the others on half of the held-out queries
+# among its percentiles and the uncapped answers, and reported on the other half: judged
+# assistant-likeness and coherence, the **gain** in assistant-likeness over the uncapped answer to the
+# same prompt, the **loop rate** (answers with more than 30 % of their words inside repeated material,
+# `judge.repetition.loop_coverage`) and the fraction of **response positions** the cap lifted. Every
+# interval resamples whole queries. The band that works best is the one whose sweet spot scores highest
+# on the choosing half; it *works* if its gain's interval on the other half lies above zero.
+
+# %%
+def with_field(rows, name, value):
+    return [{**r, name: value(r)} for r in rows]
+
+
+def report_of(rows):
+    """The report-half numbers of a set of answers: both scales, loops, response positions capped (query intervals)."""
+    rows = with_field(with_field(rows, "loop", lambda r: float(loop_coverage(r["response"]) > 0.3)),
+                      "capped", lambda r: fraction_fired(r, "response"))
+    return {name: query_mean(rows, name, n_boot) for name in ("assistant_likeness", "coherence", "loop", "capped")}
+
+
+reported = [r for r in cap_rows if r["query_id"] in report_q]
+uncapped_al = {r["id"]: r["assistant_likeness"] for r in reported if r["band"] == "none"}
+uncapped_report = report_of([r for r in reported if r["band"] == "none"])
+band_results = []
+for band in bands:
+    for positions in ("all", "response"):
+        rows_ = [r for r in cap_rows if r["band"] == "none" or (r["band"] == band and r["positions"] == positions)]
+        if len(rows_) == sum(r["band"] == "none" for r in cap_rows):
+            continue  # no such variant in the sweep
+        pick, _, _ = honest_sweet_spot(rows_, ["setting", "band", "percentile", "positions"], "percentile", lambda s: True)
+        held = [r for r in reported if r["setting"] == pick["setting"]]
+        paired = [r for r in held if r["assistant_likeness"] is not None and uncapped_al.get(r["id"]) is not None]
+        band_results.append({
+            "band": band, "positions": positions, "layers": next(r["layers"] for r in capping if r["band"] == band),
+            "setting": pick["setting"], "percentile": pick["percentile"], "choose_al": pick["assistant_likeness_mean"],
+            **report_of(held),
+            "gain": query_mean(with_field(paired, "gain", lambda r: r["assistant_likeness"] - uncapped_al[r["id"]]),
+                               "gain", n_boot)})
+
+
+def ci(x, scale=1.0, digits=1):
+    return Plain(f"{scale * x['mean']:.{digits}f} ({scale * x['low']:.{digits}f}–{scale * x['high']:.{digits}f})")
+
+
+for res in band_results:
+    key = f"cap_{res['band']}_{'all' if res['positions'] == 'all' else 'resp'}"
+    glue(f"{key}_q", Plain("none (uncapped)" if res["percentile"] == 0 else f"p{res['percentile']:g}"), display=False)
+    for name in ("assistant_likeness", "coherence", "gain"):
+        glue(f"{key}_{name}", ci(res[name]), display=False)
+    glue(f"{key}_loops", ci(res["loop"], 100, 0), display=False)
+    glue(f"{key}_capped", ci(res["capped"], 100, 0), display=False)
+glue("cap_uncapped_loops", ci(uncapped_report["loop"], 100, 0), display=False)
+glue("cap_uncapped_al", ci(uncapped_report["assistant_likeness"]), display=False)
+glue("cap_uncapped_coh", ci(uncapped_report["coherence"]), display=False)
+capped_picks = [res for res in band_results if res["percentile"] != 0]
+works = [res for res in capped_picks if res["gain"]["low"] > 0]
+glue("cap_n_work", len(works), display=False)
+glue("cap_n_variants", len(band_results), display=False)
+if capped_picks:
+    top = max(capped_picks, key=lambda res: res["choose_al"])
+    where = (f"the {top['band']} band (layers {top['layers'][0]}–{top['layers'][-1]})"
+             + (", capping response positions only," if top["positions"] == "response" else ""))
+    gain = f"{top['gain']['mean']:.1f} points (95 % CI {top['gain']['low']:.1f}–{top['gain']['high']:.1f})"
+    if top in works:
+        answer = (f"{where} works best: at the {top['percentile']:g}th percentile it raises assistant-likeness by "
+                  f"{gain} on held-out queries it was not chosen on, with coherence {ci(top['coherence'])} "
+                  f"against {ci(uncapped_report['coherence'])} uncapped")
+    else:
+        answer = (f"no band works reliably: the most promising, {where} at the {top['percentile']:g}th percentile, "
+                  f"changes assistant-likeness by {gain} on held-out queries, an interval that includes zero")
+else:
+    answer = "no band works: on the choosing half, no band's cap scored above the uncapped answers"
+glue("cap_answer", Plain(answer), display=False)
+print(answer)
+pd.DataFrame([{"band": res["band"], "positions": res["positions"], "chosen": res["setting"],
+               **{name: ci(res[name]) for name in ("assistant_likeness", "coherence", "gain")},
+               "loops %": ci(res["loop"], 100, 0), "response positions capped %": ci(res["capped"], 100, 0)}
+              for res in band_results]).set_index(["band", "positions"])
+
+# %% [markdown]
 # Capping should leave the assistant personas' own answers alone: their judged scores uncapped and
-# under each band's 25th-percentile cap.
+# under each band's all-positions cap at the lowest percentile.
 
 # %%
 cap_assistant = summarise([r for r in judged if r["source"] == "capping_assistant"], ["setting"], n_boot=n_boot)
@@ -372,7 +456,8 @@ write_json(root / "evaluations" / f"judge_evaluation_{model_key}.json", {
                  "sweet_spot_sd": sweet_sd, "sweet_spot_sd_report": sweet_sd_report, "unsteered_report": base_report},
     "capping": {"summary": cap_summary, "baseline": cap_baseline, "assistant": cap_reference, "sweet_spot": cap_sweet,
                 "sweet_spot_report": cap_sweet_report, "uncapped_report": cap_base_report,
-                "assistant_under_cap": cap_assistant},
+                "assistant_under_cap": cap_assistant, "bands": band_results, "bands_uncapped": uncapped_report,
+                "answer": answer},
     "agreement": agree,
 })
 step.done(judge=judge.id, n_answers=len(frame), n_missing=n_missing, judge_seconds=round(judge_seconds, 1))

@@ -187,7 +187,8 @@ def test_per_prompt_interventions_equal_one_at_a_time(tiny_llama, cascade):
     torch.manual_seed(2)
     direction = {0: torch.randn(model.config.hidden_size), 1: torch.randn(model.config.hidden_size)}
     settings = [None, Add(direction, [1], scale=0.5), Cap(direction, [0, 1], threshold=0.5),
-                Add(direction, [0, 1], scale={0: 0.2, 1: 1.0}), Ablate(direction, [1], value=1.0)]
+                Add(direction, [0, 1], scale={0: 0.2, 1: 1.0}), Ablate(direction, [1], value=1.0),
+                Cap(direction, [0, 1], threshold=0.5, response_only=True), Add(direction, [1], scale=0.5, response_only=True)]
     kw = dict(max_new_tokens=6, min_new_tokens=6, batch_size=4, min_prefix=4, cascade=cascade)
     alone, alone_stats = [], []
     for setting in settings:
@@ -202,6 +203,7 @@ def test_per_prompt_interventions_equal_one_at_a_time(tiny_llama, cascade):
     for setting, want in zip(settings[1:], alone_stats[1:]):
         got = stats[setting]
         assert got.positions == want.positions and got.fired == want.fired
+        assert got.response_positions == want.response_positions and got.response_fired == want.response_fired
         assert got.correction_sum == pytest.approx(want.correction_sum, rel=1e-5)
 
 
@@ -213,3 +215,82 @@ def test_generate_checks_interventions_and_counts(tiny_llama):
     for bad in (2.5, 0, True):
         with pytest.raises(ValueError, match="max_new_tokens must be a whole number"):
             generate(model, tokenizer, ["a b"], max_new_tokens=bad)
+
+
+def _greedy_by_hand(model, tokenizer, prompt, n, cap_layer, unit, tau, capped_phases):
+    """Greedy decoding written out (prefill, then one token per step) with a cap hook of the test's own that
+    acts only in the phases named ("prompt": the prefill forward, "response": the decoding steps); EOS is
+    suppressed, as `min_new_tokens` does."""
+    ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    phase = ["prompt"]
+
+    def hook(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        if phase[0] in capped_phases:
+            lift = (tau - hidden.float() @ unit).clamp(min=0)
+            hidden = torch.where((lift > 0)[..., None], hidden + lift[..., None] * unit, hidden)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = model.model.layers[cap_layer].register_forward_hook(hook)
+    tokens = []
+    try:
+        with torch.no_grad():
+            out = model(ids, use_cache=True)
+            for step in range(n):
+                logits = out.logits[0, -1].clone()
+                logits[tokenizer.eos_token_id] = -float("inf")
+                tokens.append(int(logits.argmax()))
+                if step < n - 1:
+                    phase[0] = "response"
+                    out = model(torch.tensor([[tokens[-1]]]), cache=out.past_key_values, use_cache=True)
+    finally:
+        handle.remove()
+    return tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+
+def test_response_only_cap_equals_a_cap_on_decoding_steps(tiny_llama):
+    """Against greedy decoding by hand: a response-only cap is a cap on the decoding steps alone, and a cap
+    without the flag one on every forward, prefill included (as before the flag existed)."""
+    model, tokenizer = tiny_llama
+    torch.manual_seed(3)
+    u = torch.randn(model.config.hidden_size)
+    unit, tau, n = u / u.norm(), 0.5, 8
+    answers = {}
+    for only, phases in ((False, ("prompt", "response")), (True, ("response",))):
+        cap = Cap({1: u}, threshold=tau, response_only=only)
+        got = [generate(model, tokenizer, [p], max_new_tokens=n, min_new_tokens=n, interventions=cap,
+                        share_prefix=False, cascade=False)[0] for p in GROUPED[:4]]
+        assert got == [_greedy_by_hand(model, tokenizer, p, n, 1, unit, tau, phases) for p in GROUPED[:4]]
+        answers[only] = got
+    plain = generate(model, tokenizer, GROUPED[:4], max_new_tokens=n, min_new_tokens=n)
+    assert len({tuple(plain), tuple(answers[False]), tuple(answers[True])}) == 3  # the test can tell them apart
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_stats_split_prompt_and_response_positions(tiny_llama, share):
+    """Every prompt token is a prompt position (a shared prefix counts once per prefix, in its table pass) and
+    every generated token fed back a response position; a response-only intervention fires on no prompt position."""
+    model, tokenizer = tiny_llama
+    u = torch.randn(model.config.hidden_size)
+    kw = dict(batch_size=3, share_prefix=share, min_prefix=4)
+
+    def run(item, n):
+        stats = {}
+        generate(model, tokenizer, GROUPED, max_new_tokens=n, min_new_tokens=n, interventions=item, stats=stats, **kw)
+        return stats[item]
+
+    n, n_response = 5, len(GROUPED) * 4  # the last generated token is never fed back
+    for only in (False, True):
+        # Both fire wherever they act: a cap far above every projection, and additive steering.
+        for item in (Cap({1: u}, threshold=1e6, response_only=only), Add({0: u, 2: u}, scale=1.0, response_only=only)):
+            prefill, got, layers = run(item, 1), run(item, n), item.layers  # one new token: a prefill and no decoding
+            assert prefill.response_positions == dict.fromkeys(layers, 0) and prefill.prompt_positions == prefill.positions
+            if not share:
+                n_prompt = sum(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in GROUPED)
+                assert prefill.positions == dict.fromkeys(layers, n_prompt)
+            assert got.prompt_positions == prefill.positions
+            assert got.response_positions == dict.fromkeys(layers, n_response)
+            assert got.positions == {k: got.prompt_positions[k] + n_response for k in layers}
+            assert got.fraction_fired("response") == dict.fromkeys(layers, 1.0)
+            assert got.fraction_fired("prompt") == dict.fromkeys(layers, 0.0 if only else 1.0)
+            assert got.fired == {k: got.prompt_fired[k] + got.response_fired[k] for k in layers}

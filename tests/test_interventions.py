@@ -89,8 +89,10 @@ def test_fingerprint_follows_what_acts():
     u = torch.randn(16)
     base = Cap({3: u, 4: u}, [3], threshold=1.0)
     assert base.fingerprint() == Cap({3: u.clone()}, threshold=1.0).fingerprint()  # unused layers do not count
-    for other in (Cap({3: -u}, threshold=1.0), Cap({3: u}, threshold=1.5), Add({3: u}, scale=1.0), Cap({4: u}, threshold=1.0)):
+    for other in (Cap({3: -u}, threshold=1.0), Cap({3: u}, threshold=1.5), Add({3: u}, scale=1.0), Cap({4: u}, threshold=1.0),
+                  Cap({3: u}, threshold=1.0, response_only=True)):
         assert other.fingerprint() != base.fingerprint()
+    assert "positions" not in base.describe()  # descriptions (and fingerprints) from before the flag still hold
 
 
 @pytest.mark.parametrize(
@@ -268,3 +270,37 @@ def test_quantile_thresholds_match_numpy():
 
 def test_neutral_values_are_what_the_classes_say():
     assert Add.neutral == 0.0 and Cap.neutral == -math.inf and math.isnan(Ablate.neutral)
+
+
+def test_response_only_acts_where_the_response_starts(tiny_llama):
+    """In a forward nobody described (a teacher-forced pass) a response-only cap refuses to run; told each row's
+    response start, it leaves the positions before it bitwise unchanged and caps the others exactly as an
+    all-positions cap would cap those states."""
+    from axes_lib.interventions import Steering
+
+    model, _ = tiny_llama
+    torch.manual_seed(5)
+    u = torch.randn(model.config.hidden_size)
+    ids = torch.tensor([[1, 5, 6, 7, 8, 9], [3, 4, 5, 6, 7, 8]])
+    clean = _states(model, ids)
+    tau = float((clean[2] @ (u / u.norm())).median())
+    cap = Cap({1: u}, threshold=tau, response_only=True)
+    with pytest.raises(RuntimeError, match="response_from"), steer(model, cap):
+        _states(model, ids)
+    with steer(model, cap) as steering:
+        steering.response_from(Steering.PROMPT)
+        prompt_only = _states(model, ids)
+        steering.response_from([2, 4])
+        capped = _states(model, ids)
+    assert all(torch.equal(a, b) for a, b in zip(prompt_only[1:], clean[1:]))
+    everywhere, _ = Cap.apply(clean[2], cap.units[1], tau)  # layer 1's input is untouched, so its output is the clean one
+    for row, start in enumerate([2, 4]):
+        assert torch.equal(capped[2][row, :start], clean[2][row, :start])
+        assert torch.equal(capped[2][row, start:], everywhere[row, start:])
+    stats = steering.total
+    assert stats.positions[1] == 2 * ids.numel() and stats.prompt_positions[1] == ids.numel() + 6
+    assert stats.response_positions[1] == 6 and stats.prompt_fired[1] == 0
+    proj = clean[2] @ cap.units[1]
+    assert stats.response_fired[1] == int((proj[0, 2:] < tau).sum() + (proj[1, 4:] < tau).sum()) > 0
+    with pytest.raises(ValueError, match="response_only"):
+        Cap({1: u}, threshold=0.0, response_only=1)

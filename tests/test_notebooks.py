@@ -124,8 +124,19 @@ def test_sweeps_store_answers_for_the_judge(smoke):
     assert {r["setting"] for r in additive} == {"add:0", "add:20", "add_sd:2"}
     assert len(additive) == 3 * 6 * n_holdout and all(r["kind"] == "non_assistant" for r in additive)
     capping = [json.loads(x) for x in (smoke / "artifacts/responses" / f"{KEY}_capping.jsonl").open()]
-    assert {r["setting"] for r in capping} == {"uncapped", "cap:best:p25", "cap:early:p25", "cap:late:p25"}
-    assert all(r["stats"] for r in capping if r["setting"] != "uncapped")
+    summary = json.loads((smoke / "artifacts/evaluations" / f"capping_{KEY}_response_mean.json").read_text())
+    bands = summary["bands"]  # disjoint depth bands, and step 4's only where it shares no layer with them
+    assert set(bands) == {"early", "middle", "late"} | (set() if summary["step4_shares"] else {"best"})
+    layers = [i for band in bands.values() for i in band]
+    assert len(layers) == len(set(layers))
+    want = {"uncapped"} | {f"cap:{b}:p{q}{v}" for b in bands for q, v in ((25, ""), *((q, ":response") for q in
+                                                                                     SMOKE["response_percentiles"]))}
+    assert {r["setting"] for r in capping} == want
+    for r in capping:
+        if r["setting"] != "uncapped":
+            fired = r["stats"]["fraction_fired_prompt"]
+            assert r["layers"] == bands[r["band"]] and (r["positions"] == "response") == r["setting"].endswith(":response")
+            assert all(v == 0 for v in fired.values()) if r["positions"] == "response" else any(v > 0 for v in fired.values())
 
 
 def test_judge_scores_every_answer(smoke):
@@ -152,7 +163,7 @@ def test_judge_scores_every_answer(smoke):
     glued = _glued(smoke / "book/07_judge_evaluation.ipynb")
     assert glued["judge_name"] == "the offline judge" and "only the offline judge ran" in glued["judge_agreement"]
     for key in ("offline_auroc", "synthetic_normal", "synthetic_loop", "gold_coh_spearman", "gold_coh_v2_spearman",
-                "add_sweet_scale", "cap_sweet_setting"):
+                "add_sweet_scale", "cap_sweet_setting", "cap_answer", "cap_middle_all_gain"):
         assert glued[key] not in (None, "nan"), key
 
 

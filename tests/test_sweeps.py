@@ -117,6 +117,18 @@ def test_changed_inputs_regenerate_exactly_their_rows(tiny_llama, tmp_path, coun
     sweep(model, tokenizer, RECORDS, changed[:2] + [Setting("two", Cap(direction, [0, 1], threshold={0: 9.0, 1: 9.0000001}))],
           tmp_path / "cap.jsonl", **kw)
     assert counting == []
+    # The same cap on response positions only is another setting: its rows regenerate (and say so).
+    counting.clear()
+    response_only = changed[:2] + [Setting("two", Cap(direction, [0, 1], threshold={0: 9.0, 1: 9.0}, response_only=True))]
+    rows = sweep(model, tokenizer, RECORDS, response_only, tmp_path / "cap.jsonl", **kw)
+    assert counting == [n] and all(0.0 <= r["stats"]["fraction_fired_response"]["0"] <= 1.0 for r in rows[2 * n:])
+    # Rows whose statistics lack a field `SteeringStats.summary` gives now are regenerated.
+    counting.clear()
+    lines = [json.loads(line) for line in (tmp_path / "cap.jsonl").open()]
+    lines[n]["stats"].pop("fraction_fired_response")
+    (tmp_path / "cap.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    sweep(model, tokenizer, RECORDS, response_only, tmp_path / "cap.jsonl", **kw)
+    assert counting == [1]
     # A changed prompt regenerates that record under every setting; other generation settings, everything.
     counting.clear()
     edited = [dict(RECORDS[0], prompt=RECORDS[0]["prompt"] + " b"), *RECORDS[1:]]
