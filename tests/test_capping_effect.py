@@ -46,3 +46,51 @@ def test_capping_lifts_persona_answers_and_spares_assistant_answers(capped):
     assert np.nanmean(p_after[persona]) > np.nanmean(p_before[persona])
     # ... and assistant answers move by much less than the distance between the two groups
     assert abs(np.nanmean(p_after[~persona]) - np.nanmean(p_before[~persona])) < 0.25 * gap
+
+
+def test_capped_qwen05_loads_offline_and_changes_a_persona_answer(qwen05, tmp_path, monkeypatch):
+    """The embedded Qwen 2.5 0.5B, once cached, loads with no network, and a cap along a direction computed here
+    (last token, 2 queries x 9 personas; no committed artifacts needed) turns a persona's answer."""
+    import subprocess
+
+    import torch
+    from huggingface_hub import constants
+
+    from axes_lib.activations import extract
+    from axes_lib.calibration import percentile_thresholds
+    from axes_lib.directions import compute_direction, save_direction
+    from axes_lib.prompts import format_prompt
+
+    key = "qwen2.5-0.5b"
+    model, tokenizer = qwen05
+    records = contrastive_prompts(load_queries(2), load_personas(), model_type=key)
+    acts = extract(model, tokenizer, [r["prompt"] for r in records], method="last_token")
+    is_assistant = torch.tensor([r["kind"] == "assistant" for r in records])
+    direction = compute_direction(acts[is_assistant], acts[~is_assistant])
+    band = list(range(6, 12))  # 25-50 % of the depth
+    n_layers = model.config.num_hidden_layers
+    thresholds = percentile_thresholds(acts[is_assistant], direction, list(range(n_layers)), band, q=25)
+    path = save_direction(tmp_path / "direction.safetensors", direction, model=key, method="last_token",
+                          n_layers=n_layers, d_model=model.config.hidden_size)
+
+    real_run = subprocess.run
+
+    def no_pip(argv, *args, **kwargs):
+        assert "pip" not in argv, "a cached embedded model must load without downloading"
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", no_pip)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    capped = CappedModel.from_model_key(key, direction=path, layers=band, threshold=thresholds)
+
+    poet = next(p for p in load_personas() if p.name == "wandering_poet")
+    prompt = format_prompt(poet.system, "Why is the sky blue?", model_type=key)
+    before = capped.generate_uncapped(prompt, max_new_tokens=24)
+    after = capped.generate(prompt, max_new_tokens=24)
+    assert capped.last_stats is not None and all(f > 0 for f in capped.last_stats.fraction_fired().values())
+    assert before.strip() and after.strip() and after != before
+    # The capped answer reads as more assistant-like to the uncapped model than the persona's own answer.
+    p_before, p_after = response_projection(capped.model, capped.tokenizer, [prompt] * 2, [before, after],
+                                            capped.direction, capped.layers)
+    assert p_after > p_before

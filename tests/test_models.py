@@ -17,7 +17,8 @@ def test_keys_resolve_without_loading():
     assert model_name("qwen") == "Qwen/Qwen2.5-3B-Instruct"
     assert model_name("llama") == "meta-llama/Llama-3.2-3B-Instruct"
     assert model_name("some-org/some-model") == "some-org/some-model"
-    assert set(MODEL_KEYS) >= {"smollm2", "qwen", "llama"}
+    assert model_name("qwen2.5-0.5b") == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    assert set(MODEL_KEYS) >= {"smollm2", "qwen", "llama", "qwen2.5-0.5b"}
     assert all(model_name(key) == hub for key, hub in MODEL_KEYS.items())
 
 
@@ -102,3 +103,21 @@ def test_embedded_model_is_cached_safetensors(smollm2):
     assert tuple(model.get_input_embeddings().weight.shape) == (config["vocab_size"], config["hidden_size"])
     assert "<|im_start|>" in tokenizer.chat_template
 
+
+def test_embedded_qwen_is_cached_safetensors_with_its_own_lm_head(qwen05, qwen05_path):
+    from axes_lib import weights
+
+    model, tokenizer = qwen05
+    config = json.loads((qwen05_path / "config.json").read_text())
+    assert model.config.model_type == config["model_type"] == "qwen2"
+    assert len(decoder_layers(model)) == config["num_hidden_layers"] == 24
+    embeddings = model.get_input_embeddings().weight
+    assert tuple(embeddings.shape) == (config["vocab_size"], config["hidden_size"]) == (151936, 896)
+    # The GGUF carries an output matrix of its own: the conversion must not tie it to the embeddings.
+    assert config["tie_word_embeddings"] is False
+    assert not torch.equal(model.get_output_embeddings().weight, embeddings)
+    # Generation stops at the end of the assistant's turn.
+    assert tokenizer.eos_token == "<|im_end|>"
+    assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    stamp = json.loads((qwen05_path / weights.STAMP).read_text())
+    assert stamp == weights.stamp(models.EMBEDDED["qwen2.5-0.5b"][1])

@@ -1,6 +1,6 @@
-"""Contrastive data files and prompt formatting, against the real SmolLM2 chat template.
+"""Contrastive data files and prompt formatting, against the real SmolLM2 and Qwen 2.5 (0.5B) chat templates.
 
-Qwen 2.5 and Llama 3.2 tokenizers are not available offline, so their built-in templates are checked
+The 3B Qwen 2.5 and Llama 3.2 tokenizers are not available offline, so their built-in templates are checked
 against strings written out from the models' published chat templates.
 """
 
@@ -44,6 +44,14 @@ CONVERSATIONS = {
 @pytest.fixture(scope="module")
 def tokenizer(smollm2):
     return smollm2[1]
+
+
+@pytest.fixture(scope="module")
+def qwen_tokenizer(qwen05_path):
+    """The embedded Qwen 2.5 0.5B's own tokenizer (with the chat template its GGUF carries)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(qwen05_path)
 
 
 # -- data files -------------------------------------------------------------------------------------
@@ -118,6 +126,25 @@ def test_every_persona_prompt_equals_smollm2_template(tokenizer):
     default = format_prompt(None, query, tokenizer=tokenizer)
     assert default.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
     assert format_prompt(None, query) == format_prompt("", query) == default
+
+
+@pytest.mark.parametrize("name", CONVERSATIONS)
+@pytest.mark.parametrize("add_generation_prompt", [True, False])
+def test_builtin_chatml_equals_qwen05_template(qwen_tokenizer, name, add_generation_prompt):
+    messages = CONVERSATIONS[name]
+    ours = format_conversation(messages, "qwen2.5-0.5b", add_generation_prompt=add_generation_prompt)
+    real = qwen_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    assert ours == real
+
+
+def test_contrastive_prompts_equal_qwen05_template(qwen_tokenizer):
+    queries, personas = load_queries(2), load_personas()
+    ours = contrastive_prompts(queries, personas, model_type="qwen2.5-0.5b")
+    assert ours == contrastive_prompts(queries, personas, tokenizer=qwen_tokenizer)
+    default = format_prompt(None, queries[0].text, tokenizer=qwen_tokenizer)
+    assert default.startswith("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+    assert format_prompt(None, queries[0].text, model_type="qwen2.5-0.5b") == format_prompt("", queries[0].text,
+                                                                                            model_type="qwen2.5-0.5b") == default
 
 
 def test_builtin_qwen_template():

