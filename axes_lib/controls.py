@@ -92,7 +92,9 @@ def partition_null(
             "partitions": [list(p) for p in parts], "cohens_d": d_arr.tolist(), "auroc": auc_arr.tolist(),
             "real": {"cohens_d": d_arr[i_real].tolist(), "auroc": auc_arr[i_real].tolist()},
             "rank_cohens_d": rank_among(d_arr[i_real], d_arr[others]),
-            "rank_auroc": rank_among(auc_arr[i_real], auc_arr[others])}
+            "rank_auroc": rank_among(auc_arr[i_real], auc_arr[others]),
+            # Per layer, the other grouping with the largest holdout d: who the axis competes with.
+            "best_other": [list(parts[int(np.flatnonzero(others)[np.argmax(d_arr[others, c])])]) for c in range(d_arr.shape[1])]}
 
 
 def random_direction_null(

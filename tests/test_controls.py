@@ -85,6 +85,8 @@ def test_partition_null_scores_the_real_split_like_evaluate_layers_and_ranks_it_
     np.testing.assert_allclose(out["real"]["auroc"], real["auroc"], rtol=1e-9)
     assert out["rank_cohens_d"]["rank"][2] == 1.0  # only the real grouping shares a direction at layer 2
     assert out["rank_cohens_d"]["rank"][0] > 1.0  # persona offsets alone: some other grouping separates better
+    best_other = out["partitions"].index(out["best_other"][0])
+    assert out["cohens_d"][best_other][0] == max(d[0] for i, d in enumerate(out["cohens_d"]) if i != out["partitions"].index(ASSISTANTS))
     with pytest.raises(ValueError, match="proper subset"):
         partition_null(acts, who, ["nobody"], train, test)
 
