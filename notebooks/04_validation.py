@@ -333,6 +333,7 @@ for method, ev in evaluations.items():
         "partition_best_other_d": round(part["rank_cohens_d"]["null_max"][col], 2),
         "partition_best_other": Plain(", ".join(p.replace("_", " ") for p in part["best_other"][col])),
         "partition_first_layers": sum(r == 1 for r in part["rank_cohens_d"]["rank"]),
+        "partition_first_layers_auroc": sum(r == 1 for r in part["rank_auroc"]["rank"]),
         "random_rank": int(rnd["rank_auroc"]["rank"][col]), "random_max_auroc": round(rnd["rank_auroc"]["null_max"][col], 3),
         "random_max_d": round(rnd["rank_cohens_d"]["null_max"][col], 2),
         "lopo_auroc": round(lopo["auroc"][col], 3), "lopo_bal_acc": round(100 * lopo["balanced_accuracy"][col], 1),
