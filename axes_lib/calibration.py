@@ -90,7 +90,8 @@ def percentile_thresholds(
 ) -> dict[int, float]:
     """Capping thresholds: the q-th percentile of the projections of (assistant, train) activations, per layer of `band`.
 
-    `acts` columns are labelled by `layers`; Anthropic's paper caps at the 25th percentile over a band of layers.
+    `acts` columns are labelled by `layers`; Anthropic's paper caps at the 25th percentile over a band of layers
+    (of per-token projections, on our reading of the paper).
     """
     _check_percentile(q)
     units = unit(direction)

@@ -17,7 +17,8 @@
 # Capping acts position by position: at each capped layer and position, with `p = h · u`, if `p < τ`
 # the state is lifted to `h + (τ − p) · u`; everywhere else it is left exactly as it was. How often
 # that happens is measured, not assumed: the summary below gives the fraction of positions capped.
-# Anthropic's paper caps at the 25th percentile over a band at 70–90 % depth; the seed found
+# Anthropic's paper caps at the 25th percentile over a band at 70–90 % depth (that the percentile is of
+# per-token projections is our reading, not checked against its text); the seed found
 # early-to-middle layers better at 3B. So this is a layer study: three **disjoint** bands of equal width,
 # named by depth (early ~20–35 %, middle ~45–60 %, late ~70–90 % of the layers), each swept over the
 # threshold percentile on the held-out queries under the non-assistant personas. Step 4's capping band
