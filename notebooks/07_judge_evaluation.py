@@ -293,8 +293,19 @@ for name, rows_ in (("loops", loops), ("off_topic", off_topic)):
          display=False)
 fig
 
+# %% [markdown]
+# Per setting, with the share of answers that loop (more than 30 % of their words repeat earlier
+# material), since steering can buy assistant-likeness with broken text:
+
 # %%
-pd.DataFrame(add_summary).drop(columns=["setting"]).round(2)
+loop_share = {s: float(np.mean([loop_coverage(r["response"]) > 0.3 for r in additive if r["setting"] == s]))
+              for s in {r["setting"] for r in additive}}
+glue("add_loops_base", round(100 * loop_share[base["setting"]]), display=False)
+glue("add_loops_sweet", round(100 * loop_share[sweet_raw["setting"]]), display=False)
+glue("add_loops_largest", round(100 * loop_share[largest["setting"]]), display=False)
+table = pd.DataFrame(add_summary)
+table["loops %"] = [round(100 * loop_share[s]) for s in table["setting"]]
+table.drop(columns=["setting"]).round(2)
 
 # %% [markdown]
 # ## Activation capping
