@@ -9,9 +9,10 @@ from typing import Any
 from axes_lib.artifacts import Artifacts
 from axes_lib.directions import load_direction_with_metadata
 from axes_lib.generation import check_prompts, generate
-from axes_lib.interventions import KINDS, Cap, Intervention, SteeringStats
+from axes_lib.interventions import KINDS, Cap, Intervention
 from axes_lib.io import read_json
 from axes_lib.models import load_model, model_name
+from axes_lib.steering import SteeringStats
 
 __all__ = ["CappedModel"]
 

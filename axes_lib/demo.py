@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from axes_lib.generation import generate
-from axes_lib.interventions import Add, Cap, Intervention, SteeringStats
+from axes_lib.interventions import Add, Cap, Intervention
+from axes_lib.steering import SteeringStats
 
 __all__ = ["GRID_FORMAT", "build_grid", "check_grid", "live_demo", "slider_html", "slider_page"]
 

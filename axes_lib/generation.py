@@ -12,7 +12,8 @@ from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed not
 
 from axes_lib.batching.plan import TokenSeq, assign_prefixes, batches, pad
 from axes_lib.batching.prefix import PrefixTable
-from axes_lib.interventions import Intervention, Steering, SteeringStats, steer
+from axes_lib.interventions import Intervention
+from axes_lib.steering import Steering, SteeringStats, steer
 
 __all__ = ["GENERATION_VERSION", "check_prompts", "generate"]
 
@@ -64,7 +65,7 @@ def generate(
     costs more than SDPA over the copies (2.6x slower on an H100, `make bench`). Prompts of different
     `groups` (one label per prompt) never share a prefix.
 
-    `interventions` steers the generation (`interventions.steer`): one intervention for every prompt, or
+    `interventions` steers the generation (`steering.steer`): one intervention for every prompt, or
     one (or None) per prompt, so a batch can hold many settings; prompts of different interventions never
     share a prefix, since it is steered too. `stats`, if given, receives each intervention's statistics.
     Every forward tells the hooks which positions are the response (`Steering.response_from`): none in the

@@ -19,10 +19,11 @@ from tqdm import tqdm  # text bars: tqdm.auto widgets would land in executed not
 
 from axes_lib.activations import extract
 from axes_lib.generation import GENERATION_VERSION, generate
-from axes_lib.interventions import Intervention, SteeringStats
+from axes_lib.interventions import Intervention
 from axes_lib.io import append_jsonl, read_json, read_jsonl, write_json, write_jsonl
 from axes_lib.metrics import project
 from axes_lib.resume import fingerprint, model_identity
+from axes_lib.steering import SteeringStats
 
 __all__ = ["Setting", "fraction_fired", "response_projection", "sweep"]
 

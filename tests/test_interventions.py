@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from axes_lib.interventions import KINDS, Ablate, Add, Cap, check_layer_list, steer
+from axes_lib.interventions import KINDS, Ablate, Add, Cap, check_layer_list
+from axes_lib.steering import steer
 
 finite = st.floats(-50, 50, allow_nan=False, allow_infinity=False, width=32)
 
@@ -276,7 +277,7 @@ def test_response_only_acts_where_the_response_starts(tiny_llama):
     """In a forward nobody described (a teacher-forced pass) a response-only cap refuses to run; told each row's
     response start, it leaves the positions before it bitwise unchanged and caps the others exactly as an
     all-positions cap would cap those states."""
-    from axes_lib.interventions import Steering
+    from axes_lib.steering import Steering
 
     model, _ = tiny_llama
     torch.manual_seed(5)
