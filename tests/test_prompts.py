@@ -111,12 +111,14 @@ def test_personas_by_kind():
 
 @pytest.mark.parametrize("name", CONVERSATIONS)
 @pytest.mark.parametrize("add_generation_prompt", [True, False])
-def test_builtin_chatml_equals_smollm2_template(tokenizer, name, add_generation_prompt):
+@pytest.mark.parametrize(("model_type", "fixture"), [("smollm2", "tokenizer"), ("qwen2.5-0.5b", "qwen_tokenizer")])
+def test_builtin_chatml_equals_the_real_template(request, model_type, fixture, name, add_generation_prompt):
+    real_tokenizer = request.getfixturevalue(fixture)
     messages = CONVERSATIONS[name]
-    ours = format_conversation(messages, "smollm2", add_generation_prompt=add_generation_prompt)
-    real = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    ours = format_conversation(messages, model_type, add_generation_prompt=add_generation_prompt)
+    real = real_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     assert ours == real
-    assert format_conversation(messages, tokenizer=tokenizer, add_generation_prompt=add_generation_prompt) == real
+    assert format_conversation(messages, tokenizer=real_tokenizer, add_generation_prompt=add_generation_prompt) == real
 
 
 def test_every_persona_prompt_equals_smollm2_template(tokenizer):
@@ -126,15 +128,6 @@ def test_every_persona_prompt_equals_smollm2_template(tokenizer):
     default = format_prompt(None, query, tokenizer=tokenizer)
     assert default.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
     assert format_prompt(None, query) == format_prompt("", query) == default
-
-
-@pytest.mark.parametrize("name", CONVERSATIONS)
-@pytest.mark.parametrize("add_generation_prompt", [True, False])
-def test_builtin_chatml_equals_qwen05_template(qwen_tokenizer, name, add_generation_prompt):
-    messages = CONVERSATIONS[name]
-    ours = format_conversation(messages, "qwen2.5-0.5b", add_generation_prompt=add_generation_prompt)
-    real = qwen_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-    assert ours == real
 
 
 def test_contrastive_prompts_equal_qwen05_template(qwen_tokenizer):
