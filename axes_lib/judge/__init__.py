@@ -6,8 +6,8 @@ Where things live (open the module named to change or add something):
   A new judge is a class with an `id` and `score(items) -> list[Score]` (plus `score_one`); put it in a
   module of its own beside `claude` and `offline`, and list its name here.
 - `claude`: `ClaudeJudge` and its `ClaudeConfig` (with `retry`, `batches` and `secrets` for the API key).
-- `offline`: `OfflineJudge` (features from `classifier`, `reading`, `repetition`; maps fitted on the `gold`
-  set; `breakers` for synthetic failures) and `default_judge`.
+- `offline`: `OfflineJudge` (features from `classifier`, `reading`, `repetition`, `topic`; `maps` fitted on
+  the `gold` set; `breakers` for synthetic failures) and `default_judge`.
 - `cache`: the one `ScoreCache` both the Claude judge and `judge_rows` store scores in.
 - `evaluation`: `judge_rows`, summaries, the sweet spot and judge agreement, for notebook 07.
 
@@ -27,6 +27,7 @@ _WHERE = {
     "ScoreCache": "cache", "UnwritableCacheError": "cache",
     "VERSION": "offline", "OfflineJudge": "offline", "default_judge": "offline",
     "AssistantClassifier": "classifier", "AnswerFeatures": "offline", "FEATURES": "offline",
+    "COHERENCE_CAPS": "offline", "CapMap": "maps", "LinearMap": "maps", "topicality": "topic",
     "gold_validation": "offline", "GoldSet": "gold", "Reading": "reading", "read_answers": "reading",
     "loop_coverage": "repetition",
     "BROKEN_KINDS": "breakers", "break_text": "breakers",

@@ -14,13 +14,20 @@ Features (`AnswerFeatures`):
   (`axes_lib.judge.reading`): its mean log-likelihood per token after its own query, and how much more
   likely it is after its own query than after unrelated ones. An answer that addresses its query gains
   from it; a loop, a drift or an answer about something else does not.
+* `topicality` — the lesser cosine between the query and each half of the answer under a small
+  sentence-embedding model (`axes_lib.judge.topic`): low for an answer about something else or one that
+  drifts away.
 * `loop` — the share of words inside repeated material at any span, stutters included
   (`axes_lib.judge.repetition`); `distinct` — the share of distinct words; `length` — log word count.
 
+Assistant-likeness is a linear map of its features; coherence is capped by each failure on its own, a
+smooth minimum of one linear term per failure (`axes_lib.judge.maps.CapMap`): loops, irrelevance to the
+query, disfluency and leaving the topic.
+
 What it does not measure: factual accuracy, and whether an on-topic answer actually answers (beyond
 being specific to its query). Empty answers score 0 on both scales (the rubric's "0 = empty").
-Nothing is pickled: the classifier and the two linear maps are refitted on the fly (seconds); the
-features of the gold answers are cached as JSON, keyed by a fingerprint of their inputs.
+Nothing is pickled: the classifier and the two maps are refitted on the fly (seconds); the features of
+the gold answers are cached as JSON, keyed by a fingerprint of their inputs.
 """
 
 from __future__ import annotations
@@ -40,19 +47,23 @@ from axes_lib.judge.base import Item, Judge, Score, coerce_item
 from axes_lib.judge.breakers import BROKEN_KINDS, break_text
 from axes_lib.judge.classifier import AssistantClassifier
 from axes_lib.judge.gold import SCALES, GoldSet
+from axes_lib.judge.maps import CapMap, LinearMap
 from axes_lib.judge.reading import NEUTRAL_SYSTEM, Reading, read_answers
 from axes_lib.judge.repetition import loop_coverage, words
 from axes_lib.judge.secrets import available_claude_key
+from axes_lib.judge.topic import MINILM_WEIGHTS_SHA256, load_embedder, topicality
 from axes_lib.metrics import auroc, auroc_interval, grouped_interval, spearman
 from axes_lib.resume import fingerprint, model_identity
 
-__all__ = ["FEATURES", "VERSION", "AnswerFeatures", "OfflineJudge", "default_judge", "gold_validation"]
+__all__ = ["COHERENCE_CAPS", "FEATURES", "VERSION", "AnswerFeatures", "OfflineJudge", "default_judge", "gold_validation"]
 
 #: Bumped whenever the features, the fit or the gold labels' use change (part of `OfflineJudge.id`).
-VERSION = "v3"
-#: The features each scale's linear map uses.
+VERSION = "v4"
+#: Coherence's caps: the features of each failure's linear term (`CapMap`).
+COHERENCE_CAPS = (("loop", "distinct", "length"), ("relevance",), ("fluency",), ("topicality",))
+#: The features each scale's map uses.
 FEATURES = {"assistant_likeness": ("voice", "relevance", "loop", "fluency"),
-            "coherence": ("fluency", "relevance", "loop", "distinct", "length")}
+            "coherence": tuple(f for cap in COHERENCE_CAPS for f in cap)}
 GOLD_DIR = Path(__file__).resolve().parents[2] / "artifacts" / "gold"
 
 
@@ -86,23 +97,23 @@ class AnswerFeatures:
     loop: float
     distinct: float
     length: float
+    topicality: float
 
 
-def _linear_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ridge regression on standardised features: `(mean, scale, weights with intercept last)`."""
-    from sklearn.linear_model import Ridge
-
-    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
-    model = Ridge(alpha=1.0).fit((x - mean) / scale, y)
-    return mean, scale, np.r_[model.coef_, model.intercept_]
+def _fit_map(scale: str, x: np.ndarray, y: np.ndarray) -> LinearMap | CapMap:
+    if scale != "coherence":
+        return LinearMap.fit(x, y)
+    at = np.cumsum([0, *map(len, COHERENCE_CAPS)])
+    return CapMap.fit(x, y, [range(a, b) for a, b in zip(at[:-1], at[1:])])
 
 
 class OfflineJudge:
     """Assistant-likeness and coherence from answer features mapped to hand labels (see the module docstring).
 
     Built from step 1's contrastive answers and step 3's split under `artifacts_dir` (the classifier, a few
-    seconds) and the gold set `gold` in `gold_dir` (its labels; how the unsteered model reads its answers is
-    computed on first need and cached as JSON beside it, unless `cache=False`).
+    seconds) and the gold set `gold` in `gold_dir` (its labels; how the unsteered model reads its answers and
+    their topicality are computed on first need and cached as JSON beside it, unless `cache=False`).
+    `embedder`: the sentence-embedding (model, tokenizer) of `topic` (loaded on first need without it).
     """
 
     def __init__(
@@ -112,6 +123,7 @@ class OfflineJudge:
         *,
         model: Any = None,
         tokenizer: Any = None,
+        embedder: tuple[Any, Any] | None = None,
         gold: str = "smollm2",
         gold_dir: str | os.PathLike = GOLD_DIR,
         c: float = 1.0,
@@ -133,8 +145,8 @@ class OfflineJudge:
         self.n_other, self.batch_size, self.progress, self.seed = n_other, batch_size, progress, seed
         self.gold_dir = gold_dir = Path(gold_dir)
         self.cache_path = gold_dir / f"{gold}_gold_readings_{model_key}.json" if cache else None
-        self._model, self._tokenizer = model, tokenizer
-        self._maps: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._model, self._tokenizer, self._embedder = model, tokenizer, embedder
+        self._maps: dict[str, LinearMap | CapMap] | None = None
         self.gold = GoldSet.load(gold_dir, gold, seed=seed)
 
         rows, split = _load_contrastive(self.root, model_key)
@@ -159,11 +171,19 @@ class OfflineJudge:
             self._model, self._tokenizer = load_model(self.model_key)
         return self._model, self._tokenizer
 
+    def embedder(self) -> tuple[Any, Any]:
+        """The sentence-embedding model and tokenizer behind `topicality` (loaded on first call)."""
+        if self._embedder is None:
+            self._embedder = load_embedder()
+        return self._embedder
+
     # -- features and the fitted maps
 
     def features(self, queries: Sequence[str], responses: Sequence[str],
-                 readings: Sequence[Reading | None] | None = None) -> list[AnswerFeatures | None]:
-        """Features of each answer (None when it has no text or no token); `readings` if already computed."""
+                 readings: Sequence[Reading | None] | None = None,
+                 topics: Sequence[float | None] | None = None) -> list[AnswerFeatures | None]:
+        """Features of each answer (None when it has no text or no token); `readings` and `topics` (its
+        topicality) if already computed."""
         keep = [i for i, r in enumerate(responses) if r.strip()]
         out: list[AnswerFeatures | None] = [None] * len(responses)
         if not keep:
@@ -176,46 +196,55 @@ class OfflineJudge:
                                 n_other=self.n_other, batch_size=self.batch_size, progress=self.progress)
         else:
             read = [readings[i] for i in keep]
-        for i, v, reading in zip(keep, voice, read):
-            if reading is None:
+        topic = topicality(*self.embedder(), [queries[i] for i in keep], texts) if topics is None else [
+            topics[i] for i in keep]
+        for i, v, reading, top in zip(keep, voice, read, topic):
+            if reading is None or top is None:
                 continue
             tokens = words(responses[i])
             out[i] = AnswerFeatures(float(v), reading.fluency, reading.relevance, loop_coverage(responses[i]),
-                                    len(set(tokens)) / max(1, len(tokens)), float(np.log1p(len(tokens))))
+                                    len(set(tokens)) / max(1, len(tokens)), float(np.log1p(len(tokens))), top)
         return out
 
     def gold_features(self) -> list[AnswerFeatures | None]:
-        """Features of every gold answer. How the model reads them does not depend on this run's artifacts, so
-        it is cached as JSON beside the gold set, per model, and reused while its inputs are unchanged."""
+        """Features of every gold answer. How the model reads them and their topicality do not depend on this
+        run's artifacts, so they are cached as JSON beside the gold set, per model, and reused while their
+        inputs are unchanged."""
         rows = self.gold.rows
         queries, responses = [r["query"] for r in rows], [r["response"] for r in rows]
         model, tokenizer = self.model_and_tokenizer()
         key = fingerprint(VERSION, NEUTRAL_SYSTEM, self.n_other, [[q, r] for q, r in zip(queries, responses)],
-                          model_identity(model))
-        readings = None
+                          model_identity(model), MINILM_WEIGHTS_SHA256)
+        readings = topics = None
         if self.cache_path is not None and self.cache_path.is_file():
             cached = read_json(self.cache_path)
             if cached.get("fingerprint") == key:
                 readings = [None if x is None else Reading(**x) for x in cached["readings"]]
-        if readings is None:
+                topics = cached["topicality"]
+        if readings is None or topics is None:
             readings = read_answers(model, tokenizer, self.model_key, queries, responses, n_other=self.n_other,
                                     batch_size=self.batch_size, progress=self.progress)
+            keep = [i for i, r in enumerate(responses) if r.strip()]
+            topics = [None] * len(responses)
+            for i, t in zip(keep, topicality(*self.embedder(), [queries[i] for i in keep], [responses[i] for i in keep])):
+                topics[i] = t
             if self.cache_path is not None:
                 try:
                     write_json(self.cache_path, {"fingerprint": key, "gold": self.gold.name, "model_key": self.model_key,
-                                                 "readings": [None if x is None else asdict(x) for x in readings]})
+                                                 "readings": [None if x is None else asdict(x) for x in readings],
+                                                 "topicality": topics})
                 except OSError as exc:  # the readings are still used; only the next run's shortcut is lost
                     warnings.warn(f"could not cache the gold readings in {self.cache_path} ({type(exc).__name__}: {exc})",
                                   RuntimeWarning, stacklevel=2)
-        return self.features(queries, responses, readings)
+        return self.features(queries, responses, readings, topics)
 
     @property
-    def maps(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per scale, the linear map from features to the label, fitted on the gold set's fit half."""
+    def maps(self) -> dict[str, LinearMap | CapMap]:
+        """Per scale, the map from features to the label (`FEATURES`), fitted on the gold set's fit half."""
         if self._maps is None:
             feats = self.gold_features()
             fit = [i for i in self.gold.fit if feats[i] is not None]
-            self._maps = {scale: _linear_fit(np.array([[getattr(feats[i], f) for f in FEATURES[scale]] for i in fit]),
+            self._maps = {scale: _fit_map(scale, np.array([[getattr(feats[i], f) for f in FEATURES[scale]] for i in fit]),
                                              self.gold.labels(scale, fit)) for scale in SCALES}
         return self._maps
 
@@ -223,10 +252,10 @@ class OfflineJudge:
         """Both scales (0–10) of each answer's features; 0 for None (an empty answer)."""
         out = {}
         for scale in SCALES:
-            mean, sd, w = self.maps[scale]
-            x = np.array([[getattr(f, name) for name in FEATURES[scale]] if f is not None else mean
+            fitted = self.maps[scale]
+            x = np.array([[getattr(f, name) for name in FEATURES[scale]] if f is not None else fitted.mean
                           for f in feats], dtype=float).reshape(len(feats), -1)
-            y = np.clip(((x - mean) / sd) @ w[:-1] + w[-1], 0.0, 10.0)
+            y = fitted.predict(x)
             y[[f is None for f in feats]] = 0.0
             out[scale] = y
         return out
@@ -249,8 +278,8 @@ class OfflineJudge:
             if f is None:
                 out.append(Score(0.0, 0.0, self.id, None, "empty response (the rubric's 0 on both scales)"))
                 continue
-            why = (f"voice log-odds {f.voice:.2f}; {f.fluency:.2f} nats/token, relevance {f.relevance:+.2f}; "
-                   f"{100 * f.loop:.0f}% repeated words, {100 * f.distinct:.0f}% distinct")
+            why = (f"voice log-odds {f.voice:.2f}; {f.fluency:.2f} nats/token, relevance {f.relevance:+.2f}, "
+                   f"topicality {f.topicality:.2f}; {100 * f.loop:.0f}% repeated words, {100 * f.distinct:.0f}% distinct")
             out.append(Score(round(float(pred["assistant_likeness"][j]), 4), round(float(pred["coherence"][j]), 4),
                              self.id, None, why))
         return out
