@@ -188,6 +188,21 @@ for kind in ("none", "loop", "stutter", "drift", "off_topic", "fragment"):
 pd.DataFrame(examples).set_index("failure")
 
 # %% [markdown]
+# **Mean coherence by failure** on the gold test half: the judge beside the labels.
+
+# %%
+groups = {"off_topic": ("off_topic", "drift"), "loop": ("loop", "stutter"), "none": ("none",)}
+by_failure = {}
+for name, kinds in groups.items():
+    pairs = [(r["coherence"], s.coherence) for r, s in zip(test_rows, test_scores) if r["failure"] in kinds]
+    by_failure[name] = {"n": len(pairs), "gold": float(np.mean([g for g, _ in pairs])) if pairs else float("nan"),
+                        "judge": float(np.mean([j for _, j in pairs])) if pairs else float("nan")}
+    for key in ("gold", "judge"):
+        glue(f"test_{name}_{key}_coh", round(by_failure[name][key], 1), display=False)
+    glue(f"test_{name}_n", by_failure[name]["n"], display=False)
+pd.DataFrame(by_failure).T.round(2)
+
+# %% [markdown]
 # ## Judging the sweeps
 #
 # Every answer of steps 5 and 6 is judged once; judgements are stored in
