@@ -16,6 +16,7 @@ import numpy as np
 from axes_lib.judge.base import SCALES
 from axes_lib.judge.repetition import loop_coverage
 from axes_lib.metrics import grouped_interval
+from axes_lib.metrics import rank_among as metrics_rank_among
 
 __all__ = ["LOOP_COVERAGE", "paired_effects", "rank_among"]
 
@@ -72,10 +73,11 @@ def rank_among(value: float, controls: Sequence[float]) -> dict[str, Any]:
     c = np.asarray(list(controls), dtype=float)
     if not c.size or not np.isfinite(c).all() or not math.isfinite(value):
         raise ValueError(f"need a finite value and at least one finite control value, got {value} and {c.tolist()}")
-    above, at_or_above = int((c > value).sum()), int((c >= value).sum())
-    return {"rank": 1 + above, "n_controls": int(c.size), "n_above": above, "n_at_or_above": at_or_above,
-            "p": (1 + at_or_above) / (1 + c.size), "max": float(c.max()), "min": float(c.min()),
-            "median": float(np.median(c))}
+    shared = metrics_rank_among(np.array([value]), c[:, None])  # the one permutation-style p of the project
+    above = int((c > value).sum())
+    return {"rank": 1 + above, "n_controls": int(c.size), "n_above": above,
+            "n_at_or_above": int(shared["rank"][0]) - 1, "p": shared["p_value"][0], "max": shared["null_max"][0],
+            "min": float(c.min()), "median": float(np.median(c))}
 
 
 def _finite(x: Any) -> bool:
