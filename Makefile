@@ -4,7 +4,6 @@
 #
 # Options:
 #   PARAMS=params/default.yaml   parameters file handed to every notebook (papermill -f)
-#   FORCE=1                      re-execute notebooks even when up to date (also exports AXES_FORCE=1)
 #   PYTHON=python3.11            interpreter used to create .venv
 
 SHELL := bash
@@ -38,7 +37,6 @@ export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 export JUPYTER_PLATFORM_DIRS := 1
 export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
-export AXES_FORCE := $(if $(FORCE),1,)
 
 JB_FLAGS := --warningiserror --keep-going --all
 
@@ -106,21 +104,11 @@ book-smoke: $(STAMP)
 	@echo ">> smoke book: $(SMOKE)/_build/html/index.html"
 
 # --------------------------------------------------------------------------------------------------
-# The book: papermill executes each notebook into book/, then jupyter-book renders book/.
-#
-# NOTEBOOKS lists the jupytext sources to execute, in order. Each executed notebook depends on its
-# source, the parameters, the library code and the previous step's executed notebook (whose run wrote
-# the artifacts this one reads), so an unchanged step is not recomputed and a changed one reruns
-# everything downstream.
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
-EXECUTED  := $(patsubst notebooks/%.py,book/%.ipynb,$(NOTEBOOKS))
-LIBRARY   := $(wildcard axes_lib/*.py axes_lib/*/*.py axes_lib/data/*)
-# "book/02_x.ipynb:book/01_y.ipynb" and so on: each step after the one before it.
-$(foreach rule,$(join $(wordlist 2,99,$(EXECUTED)),$(addprefix :,$(EXECUTED))),$(eval $(rule)))
-# The steps after step 3 also read its direction files: a direction edited (or replaced) after the last
-# build re-executes them, and the sweeps regenerate the answers whose fingerprint it changed.
-DIRECTIONS := $(wildcard artifacts/directions/*.safetensors)
-$(filter-out $(wordlist 1,3,$(EXECUTED)),$(EXECUTED)): $(DIRECTIONS)
+# The book: scripts/run_notebooks.py executes each notebook with papermill into book/ -- only those whose
+# record (committed in the executed notebook) no longer matches what would produce it: the notebook's source,
+# the parameters, the pinned requirements, the library code it imports and every artifact it can read.
+# An unchanged step is rendered as committed; a changed one reruns, and so does every step that reads
+# what it wrote. Then jupyter-book renders book/.
 
 # PARAMS given on the command line must exist; the default file is used when present.
 ifeq ($(origin PARAMS),command line)
@@ -128,30 +116,15 @@ ifeq ($(wildcard $(PARAMS)),)
 $(error PARAMS=$(PARAMS) not found: pass an existing YAML file, e.g. PARAMS=params/default.yaml)
 endif
 endif
-PAPERMILL_PARAMS := $(if $(wildcard $(PARAMS)),-f $(PARAMS),) $(if $(FORCE),-p resume False,)
+RUN_FLAGS := $(if $(wildcard $(PARAMS)),--params $(PARAMS),) $(if $(FORCE),--force,)
 
-# .stamps/params changes only when the parameters file's path or content changes, so a new PARAMS
-# re-executes the notebooks even when its mtime is old.
-PARAMS_STAMP := .stamps/params
-$(PARAMS_STAMP): .FORCE
-	@mkdir -p $(@D)
-	@new="$(PARAMS) $$(if [ -f '$(PARAMS)' ]; then $(SHA256) < '$(PARAMS)' | cut -c1-64; fi)"; \
-	if [ ! -f $@ ] || [ "$$(cat $@)" != "$$new" ]; then echo "$$new" > $@; fi
-
-.PHONY: .FORCE
-.FORCE:
-
-notebooks: $(EXECUTED)
-
-book/%.ipynb: notebooks/%.py $(PARAMS_STAMP) $(STAMP) $(LIBRARY) $(if $(FORCE),.FORCE,)
-	$(BIN)/jupytext --to ipynb --set-kernel python3 --output notebooks/$*.ipynb $<
-	$(BIN)/papermill -k python3 $(PAPERMILL_PARAMS) notebooks/$*.ipynb book/.$*.tmp.ipynb
-	mv book/.$*.tmp.ipynb $@
+notebooks: $(STAMP)
+	$(PY) scripts/run_notebooks.py $(RUN_FLAGS)
 
 book: html
 
 # Renders book/ as it is after the notebooks have run.
-html: $(STAMP) $(EXECUTED)
+html: notebooks
 	$(PY) -m benchmarks.build_times book artifacts/bench/build_times.md
 	$(BIN)/jupyter-book build . $(JB_FLAGS)
 	@test -f _build/html/index.html

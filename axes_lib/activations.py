@@ -8,6 +8,7 @@ prefix once and reuses its KV cache for every prompt that starts with it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,11 +22,11 @@ from axes_lib.batching.plan import TokenSeq, assign_prefixes, batches, pad
 from axes_lib.batching.prefix import PrefixTable, StopForward, run_until_stop
 from axes_lib.directions import validate_direction
 from axes_lib.interventions import check_layer_list
-from axes_lib.io import load_tensors, save_tensors
+from axes_lib.io import load_tensors, save_tensors, tensor_metadata
 from axes_lib.models import base_model, decoder_layers
 
-__all__ = ["METHODS", "Method", "StoredActivations", "check_layers", "extract", "extract_methods", "load_activations",
-           "save_activations", "token_projections", "token_projections_many"]
+__all__ = ["METHODS", "Method", "StoredActivations", "check_layers", "contrastive_activations", "extract",
+           "extract_methods", "load_activations", "save_activations", "token_projections", "token_projections_many"]
 
 Method = Literal["last_token", "response_mean"]
 METHODS: tuple[str, ...] = ("last_token", "response_mean")
@@ -325,3 +326,44 @@ def load_activations(path: str | Path) -> StoredActivations:
     if "acts" not in tensors or "rows" not in tensors or "layers" not in meta:
         raise ValueError(f"{path}: not an activations file (needs tensors 'acts' and 'rows' and 'layers' metadata)")
     return StoredActivations(tensors["acts"], tensors["rows"].tolist(), json.loads(meta["layers"]))
+
+
+def contrastive_activations(paths: Any, layers: Sequence[int] | None = None, batch_size: int = 32, model: Any = None,
+                            tokenizer: Any = None) -> dict[str, StoredActivations]:
+    """Step 2: both methods' activations of step 1's answers (`paths`: an `artifacts.Artifacts`), every layer
+    or `layers`. Read from the cache (`paths.activations(method)`, not committed) when it was extracted from
+    the same answers, model, layers and code; otherwise extracted and cached, so a fresh clone computes them
+    once, in whichever step needs them first. The model is loaded when not given (its identity is in the key).
+    """
+    from axes_lib.io import read_jsonl
+    from axes_lib.models import load_model
+    from axes_lib.prompts import format_prompt, load_personas
+    from axes_lib.resume import code_fingerprint, fingerprint, model_identity
+
+    if not paths.responses.exists():
+        raise FileNotFoundError(f"{paths.responses} is missing: run notebook 01 for model_key={paths.model_key!r} first")
+    if model is None:
+        model, tokenizer = load_model(paths.model_key)
+    key = fingerprint(hashlib.sha256(paths.responses.read_bytes()).hexdigest(), list(layers) if layers is not None else None,
+                      batch_size, model_identity(model), code_fingerprint(["axes_lib.activations", "axes_lib.prompts"]))
+    cached = {m: paths.activations(m) for m in METHODS}
+    if all(p.is_file() and tensor_metadata(p).get("key") == key for p in cached.values()):
+        return {m: load_activations(p) for m, p in cached.items()}
+    responses = read_jsonl(paths.responses)
+    systems = {p.name: p.system for p in load_personas()}
+    prompts = [format_prompt(systems[r["persona"]], r["query"], model_type=paths.model_key, tokenizer=tokenizer)
+               for r in responses]
+    keep = [i for i, r in enumerate(responses) if r["response"].strip()]
+    layer_ids = list(range(len(decoder_layers(model)))) if layers is None else list(layers)
+    # One teacher-forced pass reads both: by causality the last prompt token's state does not depend on the
+    # response that follows it. An empty answer has no response-mean, but its prompt has a last token.
+    acts = extract_methods(model, tokenizer, [prompts[i] for i in keep], [responses[i]["response"] for i in keep],
+                           layers=layers, batch_size=batch_size)
+    rows = {"last_token": keep, "response_mean": keep}
+    if len(keep) < len(responses):
+        acts["last_token"] = extract(model, tokenizer, prompts, layers=layers, batch_size=batch_size)
+        rows["last_token"] = list(range(len(responses)))
+    for method, values in acts.items():
+        save_activations(cached[method], values, rows[method], layer_ids, model=paths.model_key, method=method,
+                         responses=str(paths.responses), key=key)
+    return {m: StoredActivations(acts[m], rows[m], layer_ids) for m in METHODS}

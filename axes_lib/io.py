@@ -33,6 +33,7 @@ __all__ = [
     "read_json",
     "read_jsonl",
     "save_tensors",
+    "tensor_metadata",
     "write_json",
     "write_manifest",
 ]
@@ -236,6 +237,17 @@ def load_tensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str
             "rerun the step that writes it"
         ) from exc
     return tensors, metadata
+
+
+def tensor_metadata(path: PathLike) -> dict[str, str]:
+    """The string metadata of a safetensors file, without reading its tensors ({} when it is unreadable)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError):
+        return {}
 
 
 def _sources_hash() -> str:

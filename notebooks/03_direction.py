@@ -31,7 +31,7 @@ artifacts_dir = "artifacts"
 import torch
 from myst_nb import glue
 
-from axes_lib.activations import load_activations
+from axes_lib.activations import contrastive_activations
 from axes_lib.artifacts import Artifacts, Step
 from axes_lib.directions import compute_direction, save_direction
 from axes_lib.io import read_jsonl, write_json
@@ -50,8 +50,7 @@ print(f"train: {len(train)} prompts / {len(split['train_queries'])} queries; "
 
 # %%
 directions = {}
-for method in ("last_token", "response_mean"):
-    stored = load_activations(paths.activations(method))
+for method, stored in contrastive_activations(paths).items():
     is_assistant = torch.tensor([responses[stored.rows[j]]["kind"] == "assistant" for j in stored.positions(train)])
     train_acts = stored.at(train)
     directions[method] = compute_direction(train_acts[is_assistant], train_acts[~is_assistant], layers=stored.layers)

@@ -52,7 +52,7 @@ import pandas as pd
 import torch
 from myst_nb import glue
 
-from axes_lib.activations import extract_methods, load_activations
+from axes_lib.activations import contrastive_activations, extract_methods
 from axes_lib.artifacts import Artifacts, Step
 from axes_lib.calibration import calibration_answers, token_thresholds
 from axes_lib.controls import leave_one_persona_out, partition_null, random_direction_null, role_adherence, separation
@@ -105,6 +105,7 @@ print(f"persona split: train {len(p_train)}, test {len(p_test)}; held-out person
 
 # %%
 model, tokenizer = load_model(model_key)
+seed_acts = contrastive_activations(paths, model=model, tokenizer=tokenizer)  # step 2's, from its cache
 split = {"train_queries": sorted({responses[i]["query_id"] for i in train}),
          "holdout_queries": sorted({responses[i]["query_id"] for i in test})}
 layout_queries = {"train": queries_in(split, "train", layout_train_queries),
@@ -167,7 +168,7 @@ who = np.array([r["persona"] for r in responses])
 query = np.array([r["query_id"] for r in responses])
 assistant_names = sorted({r["persona"] for r in responses if r["kind"] == "assistant"})
 for method in ("last_token", "response_mean"):
-    stored = load_activations(paths.activations(method))
+    stored = seed_acts[method]
     acts, rows_of, layers = stored.acts, stored.positions, stored.layers
     is_assistant = np.array([responses[r]["kind"] == "assistant" for r in stored.rows])
     by_query = evaluate_layers(acts, is_assistant, rows_of(fit), rows_of(test), layers=layers, val_idx=rows_of(val),
@@ -251,7 +252,7 @@ adherence = role_adherence([r["response"] for r in responses], [r["kind"] == "as
 in_role = np.array(adherence["in_role"])
 loop_table = pd.DataFrame({"persona": who, "kind": [r["kind"] for r in responses], "loops": loops,
                            "in role": in_role}).groupby(["kind", "persona"]).mean().round(3) * 100
-stored = load_activations(paths.activations("response_mean"))
+stored = seed_acts["response_mean"]
 is_assistant = np.array([responses[r]["kind"] == "assistant" for r in stored.rows])
 subsets = {"all answers": np.ones(len(responses), bool), "without loops": ~loops, "in role only": in_role}
 filtered = {}
@@ -383,7 +384,7 @@ for method, panel in format_panels.items():
         glue(f"{method}_format_{key}_auroc", round(panel["curves"][label][c], 3), display=False)
         glue(f"{method}_format_{key}_auroc_early", round(panel["curves"][label][1], 3), display=False)
 # How far the last-token projection at an early layer follows the system prompt's length, persona by persona.
-stored = load_activations(paths.activations("last_token"))
+stored = seed_acts["last_token"]
 t = stored.positions(test)
 proj_early = project(stored.acts[t][:, [1]], {early: load_direction(paths.direction("last_token"))[early]},
                      layers=[early])[:, 0].numpy()

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from axes_lib.activations import load_activations
+from axes_lib.activations import contrastive_activations
 from axes_lib.artifacts import Artifacts, Step, manifest_of
 from axes_lib.calibration import projection_sd
 from axes_lib.directions import load_direction
@@ -66,7 +66,7 @@ holdout = queries_in(split, "holdout", n_holdout_queries)
 
 # The projection SD per steered layer, over all train prompts (the unit of `sd_scales`).
 train = indices_in(read_jsonl(paths.responses), split, "train")
-sd = projection_sd(load_activations(paths.activations(method)).at(train, layers), direction, layers)
+sd = projection_sd(contrastive_activations(paths)[method].at(train, layers), direction, layers)
 print(f"steering layers {layers}; projection SD there: " + ", ".join(f"{k}: {v:.2f}" for k, v in sd.items()))
 
 mean_sd = float(np.mean(list(sd.values())))

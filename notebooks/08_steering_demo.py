@@ -45,7 +45,7 @@ import pandas as pd
 from IPython.display import HTML, display
 from myst_nb import glue
 
-from axes_lib.activations import load_activations, token_projections
+from axes_lib.activations import contrastive_activations, token_projections
 from axes_lib.artifacts import Artifacts, Step, manifest_of
 from axes_lib.calibration import calibration_answers, projection_sd, quantile_thresholds
 from axes_lib.demo import build_grid, live_demo, slider_html, slider_page
@@ -91,9 +91,9 @@ queries = interleaved[:n_demo_queries]
 # Units: the projection SD at the steered layer (as in step 5) and capping thresholds at percentiles of
 # the projections of every response token of the assistant personas' train answers (as in steps 4 and 6).
 responses = read_jsonl(paths.responses)
-sd = projection_sd(load_activations(paths.activations(method)).at(indices_in(responses, split, "train"), add_layers),
-                   direction, add_layers)
 model, tokenizer = load_model(model_key)
+sd = projection_sd(contrastive_activations(paths, model=model, tokenizer=tokenizer)[method].at(indices_in(responses, split, "train"), add_layers),
+                   direction, add_layers)
 calibration = calibration_answers(responses, split["train_queries"], tokenizer, model_key)
 token_proj = token_projections(model, tokenizer, *calibration, direction, cap_layers, batch_size=batch_size)
 

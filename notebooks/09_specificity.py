@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 from myst_nb import glue
 
-from axes_lib.activations import load_activations
+from axes_lib.activations import contrastive_activations
 from axes_lib.artifacts import Artifacts, Step, manifest_of
 from axes_lib.calibration import calibration_answers, projection_sd, token_thresholds_many
 from axes_lib.directions import load_direction, random_directions
@@ -105,7 +105,7 @@ if add_pick:
     add_layers = next(r["layers"] for r in read_jsonl(paths.sweep("additive")) if r["setting"] == add_pick["setting"])
     if additive_unit == "sd":  # each direction's own projection SD over the train prompts (step 5's unit)
         train = indices_in(read_jsonl(paths.responses), split, "train")
-        acts = load_activations(paths.activations(method)).at(train, add_layers)
+        acts = contrastive_activations(paths)[method].at(train, add_layers)
 if cap_pick:
     cap_band = read_json(paths.capping_summary(method))["bands"][cap_pick["band"]]
     cap_q = float(cap_pick["percentile"])

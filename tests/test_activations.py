@@ -235,3 +235,32 @@ def test_many_directions_in_one_pass_match_one_pass_each(smollm2_f64):
     assert len({round(t[90][20], 3) for t in thresholds}) == len(directions)
     with pytest.raises(ValueError, match="at least one direction"):
         token_projections_many(model, tokenizer, prompts, RESPONSES, [], band)
+
+
+def test_contrastive_activations_are_cached_by_what_made_them(smollm2, tmp_path, monkeypatch):
+    """Step 2's cache: a second call reads the file; changed answers or layers extract again."""
+    import axes_lib.activations as activations
+    from axes_lib.artifacts import Artifacts
+    from axes_lib.io import write_jsonl
+
+    model, tokenizer = smollm2
+    paths = Artifacts(tmp_path, "smollm2")
+    paths.responses.parent.mkdir(parents=True)
+    rows = [{"persona": p, "kind": k, "query": "Why is the sky blue?", "response": r}
+            for p, k, r in (("helpful_assistant", "assistant", "Rayleigh scattering."), ("pirate", "non_assistant", "Arr, the sea!"),
+                            ("pirate", "non_assistant", ""))]
+    write_jsonl(paths.responses, rows)
+    calls = []
+    real = activations.extract_methods
+    monkeypatch.setattr(activations, "extract_methods", lambda *a, **k: calls.append(k["layers"]) or real(*a, **k))
+    first = activations.contrastive_activations(paths, layers=[0, 2], model=model, tokenizer=tokenizer)
+    assert first["response_mean"].rows == [0, 1] and first["last_token"].rows == [0, 1, 2]  # the empty answer
+    n = len(calls)  # (two passes: the empty answer's prompt is read for its last token alone)
+    again = activations.contrastive_activations(paths, layers=[0, 2], model=model, tokenizer=tokenizer)
+    assert len(calls) == n and torch.equal(again["last_token"].acts, first["last_token"].acts)
+    activations.contrastive_activations(paths, layers=[1], model=model, tokenizer=tokenizer)
+    assert calls[-1] == [1] and len(calls) == 2 * n
+    rows[1]["response"] = "Arr, the wind!"
+    write_jsonl(paths.responses, rows)
+    changed = activations.contrastive_activations(paths, layers=[1], model=model, tokenizer=tokenizer)
+    assert len(calls) == 3 * n and not torch.equal(changed["response_mean"].acts[1], first["response_mean"].acts[1, [0]])

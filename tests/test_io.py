@@ -232,3 +232,34 @@ def test_claim_artifacts_same_and_other_params(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"other parameters \(differ: \['n'\]\)"):
         io.claim_artifacts(path, {"n": 2, "x": 0.5})
     assert io.claim_artifacts(path, {"n": 2, "x": 0.5}, overwrite=True) is False
+
+
+def test_code_fingerprint_follows_imports_only(tmp_path, monkeypatch):
+    """A module's fingerprint changes with its own source and any axes_lib module it imports (at any depth),
+    not with a module it does not import; a subpackage counts whole; package data counts when a module of
+    the closure names its file."""
+    import axes_lib.resume as resume
+
+    pkg = tmp_path / "axes_lib"
+    (pkg / "judge").mkdir(parents=True)
+    (pkg / "data").mkdir()
+    (pkg / "__init__.py").write_text("def __getattr__(name):\n    from axes_lib import c\n")
+    (pkg / "a.py").write_text("from axes_lib.b import f\n")
+    (pkg / "b.py").write_text("def f():\n    from axes_lib.judge import Score\n")
+    (pkg / "c.py").write_text("x = 1\n")
+    (pkg / "judge" / "rubric.py").write_text("NAME = 'rubrics.json'\n")
+    (pkg / "judge" / "__init__.py").write_text("")
+    (pkg / "judge" / "base.py").write_text("Score = 1\n")
+    monkeypatch.setattr(resume, "_PACKAGE", pkg)
+    closure = [p.relative_to(pkg).as_posix() for p in resume.module_closure(["axes_lib.a"])]
+    assert closure == ["__init__.py", "a.py", "b.py", "judge/__init__.py", "judge/base.py", "judge/rubric.py"]
+    before = resume.code_fingerprint(["axes_lib.a"])
+    (pkg / "c.py").write_text("x = 2\n")  # not imported by a (the package's lazy import is not followed)
+    assert resume.code_fingerprint(["axes_lib.a"]) == before
+    (pkg / "judge" / "base.py").write_text("Score = 2\n")  # imported two steps away
+    assert resume.code_fingerprint(["axes_lib.a"]) != before
+    before = resume.code_fingerprint(["axes_lib.a"])
+    (pkg / "data" / "personas.json").write_text("{}")  # data no module of the closure names
+    assert resume.code_fingerprint(["axes_lib.a"]) == before
+    (pkg / "data" / "rubrics.json").write_text("{}")  # data judge/rubric.py names
+    assert resume.code_fingerprint(["axes_lib.a"]) != before
