@@ -67,7 +67,8 @@ class Artifacts:
         return self.root / "responses" / f"{self.stem}_responses.jsonl"
 
     def sweep(self, name: str, assistant: bool = False) -> Path:
-        """A sweep's answers (`name`: "additive", "capping" or "specificity", the random-direction controls);
+        """A sweep's answers (`name`: "additive", "capping", "specificity" (the random-direction controls), or a
+        later step's: "bank", "drift", "qa", "stress");
         `assistant`: the assistant personas' reference rows."""
         return self.root / "responses" / f"{self.stem}_{name}{'_assistant' if assistant else ''}.jsonl"
 
@@ -91,6 +92,15 @@ class Artifacts:
     def judge_evaluation(self) -> Path:
         """Step 7's judged summary: sweet spots, the query halves they were chosen and reported on."""
         return self.root / "evaluations" / f"judge_evaluation_{self.stem}.json"
+
+    def summary(self, name: str) -> Path:
+        """A later step's summary JSON (`name`: "persona_space", "side_effects", ...)."""
+        return self.root / "evaluations" / f"{name}_{self.stem}.json"
+
+    @property
+    def persona_vectors(self) -> Path:
+        """Persona space's role vectors: the mean response activation of every role of the bank, every layer."""
+        return self.root / "directions" / f"{self.stem}_persona_vectors.safetensors"
 
     def specificity(self, method: str = "response_mean") -> Path:
         """Step 9's summary: each direction's judged effects and the axis's rank among the random ones."""

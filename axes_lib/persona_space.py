@@ -11,12 +11,12 @@ direction of variance, which the between-role spread dominates, so their PC1 lin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["contrast", "pc1_contrast_null", "pc1_cosine", "pca_by_layer", "role_bootstrap", "role_means"]
+__all__ = ["contrast", "pc1_contrast_null", "pc1_cosine", "pca_by_layer", "role_bootstrap", "role_means", "voice_match"]
 
 
 def _group_means(x: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
@@ -97,3 +97,23 @@ def role_bootstrap(vectors: np.ndarray, axis: np.ndarray, n: int = 1000, seed: i
         pick = rng.integers(0, len(vectors), len(vectors))
         out[i] = pc1_cosine(pca_by_layer(vectors[pick], 1)["components"], axis)
     return out
+
+
+def voice_match(answers: np.ndarray, roles: Sequence[str], centroids: Mapping[str, np.ndarray],
+                reference: Sequence[str]) -> dict[str, np.ndarray]:
+    """Does each answer sound like its own role? `answers`: unit sentence embeddings `[n, e]`; `centroids`:
+    each role's centroid of its example answers (from its system prompt); `reference`: the assistant roles.
+
+    Returns `own` (cosine with its own role's centroid), `rank` (1 when its own role is the closest of all
+    roles) and `in_role`: closer to its own role than to every reference role (answers of reference roles
+    are in role by definition).
+    """
+    names = list(centroids)
+    c = np.stack([centroids[n] / np.linalg.norm(centroids[n]) for n in names])
+    sims = answers @ c.T
+    own_col = np.array([names.index(r) for r in roles])
+    own = sims[np.arange(len(roles)), own_col]
+    rank = 1 + (sims > own[:, None]).sum(axis=1)
+    ref_cols = [names.index(r) for r in reference]
+    in_role = np.array([r in reference for r in roles]) | (own > sims[:, ref_cols].max(axis=1))
+    return {"own": own, "rank": rank, "in_role": in_role}

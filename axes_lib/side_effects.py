@@ -41,7 +41,7 @@ def next_token_kl(model: Any, tokenizer: Any, texts: Sequence[tuple[str, str]],
     """
     if not texts:
         raise ValueError("no texts to score")
-    for i, (context, continuation) in enumerate(texts):
+    for i, (_, continuation) in enumerate(texts):
         if not continuation.strip():
             raise ValueError(f"text {i} has an empty continuation: nothing to score")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

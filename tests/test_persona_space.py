@@ -63,3 +63,15 @@ def test_the_planted_contrast_ranks_first_among_random_role_sets_and_the_bootstr
     assert np.median(role_bootstrap(vectors, axis, n=50, seed=1)) > 0.8
     with pytest.raises(ValueError, match="both sides"):
         contrast(vectors, range(len(vectors)))
+
+
+def test_voice_match_against_a_direct_comparison():
+    from axes_lib.persona_space import voice_match
+
+    centroids = {"assistant": np.array([1.0, 0, 0]), "pirate": np.array([0, 2.0, 0]), "poet": np.array([0, 0, 1.0])}
+    answers = np.array([[0.9, 0.1, 0], [0.1, 0.9, 0.4], [0.6, 0.5, 0.6], [0.7, 0.7, 0]])
+    answers /= np.linalg.norm(answers, axis=1, keepdims=True)
+    out = voice_match(answers, ["assistant", "pirate", "poet", "pirate"], centroids, ["assistant"])
+    assert out["rank"].tolist() == [1, 1, 1, 1]
+    assert out["in_role"].tolist() == [True, True, False, False]  # ties with the assistant are not in role
+    assert np.allclose(out["own"], [answers[0, 0], answers[1, 1], answers[2, 2], answers[3, 1]])
