@@ -1,12 +1,11 @@
-"""What an intervention costs the model outside the persona it targets: next-token KL, perplexity, QA accuracy.
+"""What an intervention costs the model outside the persona it targets: next-token KL and perplexity.
 
 Anthropic's case for activation capping over additive steering (arXiv 2601.10387) is that a cap leaves the
-model's behaviour alone where the activation is already in range. Measured here on teacher-forced text:
-
-- `next_token_kl`: per text, the mean over its scored positions of KL(unsteered || steered) between the
-  next-token distributions, and the steered model's negative log-likelihood of the text itself (its
-  perplexity is exp of the token-weighted mean), for each of several interventions in one pass per batch;
-- `qa_accuracy`: greedy short answers to questions, scored by `bank.is_correct`.
+model's behaviour alone where the activation is already in range. `next_token_kl` measures it on
+teacher-forced text: per text, the mean over its scored positions of KL(unsteered || steered) between the
+next-token distributions, and the steered model's negative log-likelihood of the text itself (`perplexity`:
+exp of the token-weighted mean), for several interventions in one pass per batch. Accuracy on short-answer
+questions is generation (`generation.generate`) scored by `bank.is_correct` (notebook 11).
 """
 
 from __future__ import annotations

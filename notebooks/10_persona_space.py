@@ -28,7 +28,7 @@
 
 # %% tags=["parameters"]
 model_key = "smollm2"
-n_queries = 10  # held-out queries of step 3's split each role answers (None: all of them)
+bank_queries = 10  # held-out queries of step 3's split each role answers (None: all of them)
 families = None  # None: every family of the bank
 n_per_family = None  # None: every role of each family
 wordings = [0, 1, 2]  # the bank's wordings of each role's system prompt
@@ -54,6 +54,7 @@ from axes_lib.figures import Plain, save
 from axes_lib.figures_space import pc1_alignment, role_map, role_ranking
 from axes_lib.io import read_json, save_tensors, write_json
 from axes_lib.judge.topic import embed, load_embedder
+from axes_lib.metrics import rank_among
 from axes_lib.models import load_model, model_name
 from axes_lib.persona_space import (
     contrast,
@@ -74,11 +75,11 @@ for path, step_no in ((paths.split, "03"), (paths.direction("response_mean"), "0
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run notebook {step_no} for model_key={model_key!r} first")
 split = read_json(paths.split)
-queries = queries_in(split, "holdout", n_queries)
+queries = queries_in(split, "holdout", bank_queries)
 axis_direction = load_direction(paths.direction("response_mean"))
 axis_layer = read_json(paths.evaluation("response_mean"))["best_layer"]
 out_path = paths.sweep("bank")
-step = Step(manifest_of(out_path), dict(model_key=model_key, n_queries=n_queries, families=families,
+step = Step(manifest_of(out_path), dict(model_key=model_key, bank_queries=bank_queries, families=families,
                                         n_per_family=n_per_family, wordings=wordings, max_new_tokens=max_new_tokens),
             outputs=[out_path], resume=resume)
 family_of = {r.name: r.family for r in roles}
@@ -159,8 +160,9 @@ def analyse(names, vectors):
     out = {"names": names, "pca": pca, "bank_axis": bank_axis,
            "cos_axis": pc1_cosine(pca["components"], axis), "cos_bank": pc1_cosine(pca["components"], bank_axis),
            "null_q95": np.quantile(null, 0.95, axis=0), "null_median": np.median(null, axis=0)}
-    out["rank_axis"] = 1 + (null >= out["cos_axis"]).sum(axis=0)  # among n_null random role sets (1 = above all)
-    out["rank_bank"] = 1 + (null >= out["cos_bank"]).sum(axis=0)
+    for key in ("axis", "bank"):  # rank 1 = above every random role set; p = (1 + #null >= real) / (1 + n)
+        ranks = rank_among(out[f"cos_{key}"], null)
+        out[f"rank_{key}"], out[f"p_{key}"] = np.array(ranks["rank"], int), np.array(ranks["p_value"])
     boot = role_bootstrap(vectors, axis, n=n_boot, seed=seed)
     out["cos_axis_low"], out["cos_axis_high"] = np.quantile(boot, [0.025, 0.975], axis=0)
     out["axis_vs_bank"] = np.abs(np.einsum("ld,ld->l", axis, bank_axis)) / (np.linalg.norm(axis, axis=1) * np.linalg.norm(bank_axis, axis=1))
@@ -193,6 +195,8 @@ for key, res in (("all", results["all answers"]), ("inrole", results["in-role an
     glue(f"space_{key}_cos_bank", round(float(res["cos_bank"][axis_layer]), 2), display=False)
     glue(f"space_{key}_null_q95", round(float(res["null_q95"][axis_layer]), 2), display=False)
     glue(f"space_{key}_rank", int(res["rank_axis"][axis_layer]), display=False)
+    glue(f"space_{key}_p", Plain(f"{res['p_axis'][axis_layer]:.3g}"), display=False)
+    glue(f"space_{key}_bank_p", Plain(f"{res['p_bank'][axis_layer]:.3g}"), display=False)
     glue(f"space_{key}_pc1_share", round(100 * float(res["pca"]["explained"][axis_layer, 0])), display=False)
     glue(f"space_{key}_pc2_share", round(100 * float(res["pca"]["explained"][axis_layer, 1])), display=False)
     glue(f"space_{key}_layers_above", int((res["cos_axis"] > res["null_q95"]).sum()), display=False)
@@ -200,9 +204,17 @@ for key, res in (("all", results["all answers"]), ("inrole", results["in-role an
     glue(f"space_{key}_cos_max", round(float(res["cos_axis"].max()), 2), display=False)
     glue(f"space_{key}_cos_argmax", int(np.argmax(res["cos_axis"])), display=False)
     glue(f"space_{key}_n_roles", len(res["names"]), display=False)
+res = results["all answers"]
+p_axis, rank_axis = float(res["p_axis"][axis_layer]), int(res["rank_axis"][axis_layer])
+glue("space_verdict", Plain(
+    f"lines up with the first principal component better than the contrast of {100 * (1 - (rank_axis - 1) / n_null):.0f} % of "
+    f"random sets of as many roles (rank {rank_axis} of {n_null + 1}, p = {p_axis:.3g})" if p_axis < 0.05 else
+    f"lines up with the first principal component no better than the contrast of a random set of as many roles "
+    f"(rank {rank_axis} of {n_null + 1}, p = {p_axis:.3g})"), display=False)
 glue("space_axis_layer", axis_layer, display=False)
 glue("space_n_layers", len(layers), display=False)
 glue("space_n_null", n_null, display=False)
+glue("space_n_queries", len(queries), display=False)
 glue("space_n_roles_bank", len(roles), display=False)
 glue("space_axis_vs_bank", round(float(results["all answers"]["axis_vs_bank"][axis_layer]), 2), display=False)
 fig
@@ -230,17 +242,27 @@ family_means = pd.Series(projection).groupby(fams).mean().sort_values(ascending=
 
 
 def gap(labels, a="professional", b="fantastical"):
+    """Mean projection of family a's roles minus family b's (labels: one family per role)."""
     return projection[labels == a].mean() - projection[labels == b].mean()
 
 
+def shuffled(rng):
+    """Family labels permuted among the non-assistant roles (the assistant roles keep theirs)."""
+    out = fams.copy()
+    out[fams != "assistant"] = rng.permutation(fams[fams != "assistant"])
+    return out
+
+
 rng = np.random.default_rng(seed)
-others = fams != "assistant"
-observed = gap(fams[others])
-perm = np.array([gap(rng.permutation(fams[others])) for _ in range(n_null)])
+observed = gap(fams)
+perm = np.array([gap(shuffled(rng)) for _ in range(n_null)])
 p_gap = (1 + np.sum(perm >= observed)) / (1 + n_null)
 order = np.argsort(-projection)
 rank_of = {names[i]: k + 1 for k, i in enumerate(order)}
 glue("space_family_order", Plain(", ".join(family_means.index)), display=False)
+glue("space_family_verdict", Plain(
+    "puts the assistant-like professionals closer to the assistant than the fantastical beings" if p_gap < 0.05 and observed > 0 else
+    "does not put the assistant-like professionals measurably closer to the assistant than the fantastical beings"), display=False)
 glue("space_gap", round(float(observed), 1), display=False)
 glue("space_gap_p", Plain(f"{p_gap:.3g}"), display=False)
 glue("space_top_roles", Plain(", ".join(names[i].replace("_", " ") for i in order[:6])), display=False)

@@ -33,6 +33,7 @@ from axes_lib.judge import (
     gold_validation,
 )
 from axes_lib.judge.maps import CapMap, LinearMap, softmin
+from axes_lib.judge.offline import GOLD_DIR
 from axes_lib.judge.reading import read_answers, response_logprobs
 from axes_lib.judge.repetition import loop_coverage
 from axes_lib.judge.topic import embed, halves, load_embedder, topicality
@@ -70,11 +71,15 @@ def embedder():
 
 
 @pytest.fixture(scope="module")
-def judge(smollm2, embedder):
-    """An offline judge on the committed answers and the committed gold set, without a cache file."""
+def judge(smollm2, embedder, tmp_path_factory):
+    """An offline judge on the committed answers and the committed gold set. Its gold readings come from a
+    copy of the committed cache, reused only when its fingerprint (gold answers, model, judge version)
+    matches, and recomputed into the copy otherwise, so no test writes into the repository."""
     _need_artifacts()
     model, tokenizer = smollm2
-    return OfflineJudge(KEY, ARTIFACTS, model=model, tokenizer=tokenizer, embedder=embedder, cache=False)
+    gold_dir = tmp_path_factory.mktemp("gold")
+    shutil.copytree(GOLD_DIR, gold_dir, dirs_exist_ok=True)
+    return OfflineJudge(KEY, ARTIFACTS, model=model, tokenizer=tokenizer, embedder=embedder, gold_dir=gold_dir)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,19 +254,20 @@ def test_gold_validation_against_scipy_and_sklearn():
 
 @pytest.fixture(scope="module")
 def normal_answers(judge):
-    """Held-out assistant answers of at least 12 words, and for each an answer to another query."""
+    """Held-out assistant answers of at least 12 words, for each an answer to another query, and the
+    coherence the judge gives the intact answers."""
     rows = [r for r in judge.holdout_rows if r["kind"] == "assistant" and len(r["response"].split()) >= 12][:12]
-    return rows, [rows[(k + 1) % len(rows)]["response"] for k in range(len(rows))]
+    normal = np.array([s.coherence for s in judge.score([Item(r["query"], r["response"]) for r in rows])])
+    return rows, [rows[(k + 1) % len(rows)]["response"] for k in range(len(rows))], normal
 
 
 @pytest.mark.parametrize("kind", ["loop", "stutter", "drift", "off_topic"])
 def test_each_failure_kind_scores_low_coherence(judge, normal_answers, kind):
     """Every way steering breaks an answer pulls its coherence below the intact answer's. (The previous judge,
     v2, scored the gold set's labelled loops 8.2 and off-topic answers 8.9 on average: it saw neither.)"""
-    rows, others = normal_answers
+    rows, others, normal = normal_answers
     rng = random.Random(1)
     broken = [break_text(r["response"], kind, rng, other=o) for r, o in zip(rows, others)]
-    normal = np.array([s.coherence for s in judge.score([Item(r["query"], r["response"]) for r in rows])])
     worse = np.array([s.coherence for s in judge.score([Item(r["query"], b) for r, b in zip(rows, broken)])])
     assert normal.mean() - worse.mean() > 1, (kind, normal.mean(), worse.mean())
     assert auroc(normal, worse) > 0.75, kind
@@ -269,15 +275,14 @@ def test_each_failure_kind_scores_low_coherence(judge, normal_answers, kind):
 
 def test_answer_to_another_query_scores_lower_coherence(judge, normal_answers):
     """The same answers, given as answers to other queries, lose coherence: the judge sees the query."""
-    rows, _ = normal_answers
-    own = np.array([s.coherence for s in judge.score([Item(r["query"], r["response"]) for r in rows])])
+    rows, _, own = normal_answers
     moved = [Item(rows[(k + 1) % len(rows)]["query"], r["response"]) for k, r in enumerate(rows)]
     away = np.array([s.coherence for s in judge.score(moved)])
     assert own.mean() - away.mean() > 1 and auroc(own, away) > 0.75, (own.mean(), away.mean())
 
 
 def test_assistant_answers_score_higher_on_held_out_queries(judge):
-    rows = judge.holdout_rows[::3]
+    rows = judge.holdout_rows[::6]  # 30 answers, every persona
     scores = judge.score([Item(r["query"], r["response"]) for r in rows])
     al = np.array([s.assistant_likeness for s in scores])
     y = np.array([r["kind"] == "assistant" for r in rows])

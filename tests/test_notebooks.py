@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -250,3 +251,46 @@ def _drawn(path):
     image = matplotlib.image.imread(path)
     assert image.ndim == 3 and min(image.shape[:2]) >= 200, image.shape
     assert float(image[..., :3].std()) > 0.02
+
+
+def test_persona_space(smoke):
+    """Step 10 at smoke scale: the bank's answers, one vector per role at every layer, the PC1 analysis with
+    its null, and the figures."""
+    from axes_lib.bank import load_bank
+    from axes_lib.io import load_tensors
+
+    roles = load_bank(n_per_family=SMOKE["n_per_family"])
+    rows = [json.loads(x) for x in (smoke / "artifacts/responses" / f"{KEY}_bank.jsonl").open()]
+    assert len(rows) == len(roles) * 3 * SMOKE["bank_queries"] and len({r["id"] for r in rows}) == len(rows)
+    tensors, meta = load_tensors(smoke / "artifacts/directions" / f"{KEY}_persona_vectors.safetensors")
+    names = meta["roles_all"].split(",")
+    assert sorted(names) == sorted(r.name for r in roles if any(x["id"].startswith(r.name + "/") and x["response"].strip() for x in rows))
+    assert tuple(tensors["all_answers"].shape) == (len(names), 30, 576)
+    summary = json.loads((smoke / "artifacts/evaluations" / f"persona_space_{KEY}.json").read_text())
+    analysis = summary["analyses"]["all answers"]
+    assert len(analysis["cos_axis"]) == 30 and all(0 <= c <= 1 for c in analysis["cos_axis"])
+    assert all(1 <= r <= SMOKE["n_null"] + 1 for r in analysis["rank_axis"])
+    assert sorted(summary["ranking"]) == sorted(names)
+    for figure in ("persona_space_pc1", "persona_space_map", "persona_space_ranking"):
+        _drawn(smoke / "artifacts/figures" / f"{figure}.png")
+
+
+def test_drift_and_costs(smoke):
+    """Step 11 at smoke scale: every scripted conversation turn by turn in both settings, the costs of every
+    setting (zero KL for the unsteered one), and the stress test judged in three settings."""
+    from axes_lib.bank import DRIFT_DOMAINS
+
+    drift = [json.loads(x) for x in (smoke / "artifacts/responses" / f"{KEY}_drift.jsonl").open()]
+    assert sorted({(r["script"], r["turn"]) for r in drift}) == sorted((d, t + 1) for d in DRIFT_DOMAINS for t in range(SMOKE["drift_turns"]))
+    assert len(drift) == len(DRIFT_DOMAINS) * 2 * SMOKE["drift_turns"] and all(np.isfinite(r["projection"]) for r in drift)
+    summary = json.loads((smoke / "artifacts/evaluations" / f"side_effects_{KEY}.json").read_text())
+    costs = {row["label"]: row for row in summary["costs"]}
+    assert costs["unsteered"]["kl_neutral"] == 0 and costs["unsteered"]["qa"] == 100
+    bands = json.loads((smoke / "artifacts/evaluations" / f"capping_{KEY}_response_mean.json").read_text())["bands"]
+    assert {f"cap:{b}:p{q:g}" for b in bands for q in SMOKE["percentiles"]} <= set(costs)
+    assert sum(row["kind"] == "additive" for row in costs.values()) == 1 and summary["cap"].removesuffix(":response") in costs
+    assert all(row["kl_neutral_low"] <= row["kl_neutral"] <= row["kl_neutral_high"] for row in costs.values())
+    stress = [json.loads(x) for x in (smoke / "artifacts/responses" / f"{KEY}_stress.jsonl").open()]
+    assert len(stress) == 3 * SMOKE["n_stress"] and all(r["assistant_likeness"] is not None for r in stress)
+    for figure in ("drift", "capping_costs"):
+        _drawn(smoke / "artifacts/figures" / f"{figure}.png")
