@@ -83,6 +83,13 @@ def key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _as_of(record: dict[str, Any], later_outputs: set[str]) -> dict[str, Any]:
+    """A record's key parts, its inputs without the files now known to be written by this or a later step
+    (a step that ran for the first time after this one recorded them as inputs then)."""
+    parts = {part: record.get(part) for part in ("source", "params", "requirements", "code")}
+    return {**parts, "inputs": {k: v for k, v in record["inputs"].items() if k not in later_outputs}}
+
+
 def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What differs between two records' key parts, in words (for the log)."""
     out = [part for part in ("source", "params", "requirements", "code") if old.get(part) != new[part]]
@@ -138,17 +145,18 @@ def run(params: Path | None, force: bool = False, only: list[str] | None = None,
         record = records[source.stem]
         missing = [name for name in (record or {}).get("outputs", {}) if not (ROOT / name).is_file()]
         if only and not any(source.stem.startswith(n) for n in only):
-            why = []
-        elif force:
+            print(f">> {source.stem}: left as it is (--only)", flush=True)
+            continue
+        if force:
             why = ["FORCE"]
-        elif record is None or "key" not in record:
+        elif record is None or "inputs" not in record:
             why = ["no record of an earlier run"]
-        elif record["key"] != key(parts):
-            why = changes(record, parts)
+        elif key(recorded := _as_of(record, later)) != key(parts):
+            why = changes(recorded, parts)
         else:
             why = [f"{name} missing" for name in missing]
         if not why:
-            print(f">> {source.stem}: up to date (key {record['key'] if record else '-'})", flush=True)
+            print(f">> {source.stem}: up to date (key {key(parts)})", flush=True)
             continue
         print(f">> {source.stem}: executing: {'; '.join(why[:8])}{' ...' if len(why) > 8 else ''}", flush=True)
         executed_now.append(source.stem)

@@ -114,3 +114,15 @@ def test_library_code_counts_only_when_the_notebook_imports_it(runner, monkeypat
 def test_dry_run_executes_nothing(runner):
     assert runner.run(None, dry_run=True) == ["01_step", "02_step", "03_step"]
     assert runner.calls == []
+
+
+def test_files_a_later_step_turns_out_to_write_are_not_inputs_of_earlier_steps(runner):
+    """Artifacts committed before any record (step 3's output from an older build): the first run records them
+    as inputs of steps 1 and 2, then step 3 rewrites them; the second run must not rerun steps 1 and 2."""
+    (runner.tmp / "artifacts" / "out_3.txt").write_text("from an older build")
+    assert runner.run(None) == ["01_step", "02_step", "03_step"]
+    assert "artifacts/out_3.txt" in runner.read_record(runner.tmp / "book" / "01_step.ipynb")["inputs"]
+    assert runner.run(None) == []
+    (runner.tmp / "notebooks" / "04_step.py").write_text("step = 4\n")  # a new last step
+    assert runner.run(None) == ["04_step"]
+    assert runner.run(None) == []
