@@ -36,6 +36,7 @@ drift_turns = None  # None: every scripted turn
 drift_max_new_tokens = 64
 qa_max_new_tokens = 16
 n_qa = None  # None: every question of qa.json
+n_neutral = None  # None: every neutral passage
 n_assistant_texts = 30  # assistant answers of step 1 (held-out queries) scored for KL
 n_stress = None  # None: every stress message
 stress_max_new_tokens = 64
@@ -75,7 +76,7 @@ for path, step_no in ((paths.judge_evaluation, "07"), (paths.capping_summary(met
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run notebook {step_no} for model_key={model_key!r} first")
 scripts = load_drift()
-qa, stress, neutral = load_qa()[:n_qa], load_stress()[:n_stress], load_neutral()
+qa, stress, neutral = load_qa()[:n_qa], load_stress()[:n_stress], load_neutral()[:n_neutral]
 evaluation = read_json(paths.judge_evaluation)
 direction = load_direction(paths.direction(method))
 axis_layer = read_json(paths.evaluation(method))["best_layer"]
@@ -88,7 +89,7 @@ if cap_pick["band"] not in bands:  # step 7 found no capped setting better than 
     print(f"step 7 chose no capped setting; this step uses {cap_pick['setting']}")
 add_layers = next(r["layers"] for r in read_jsonl(paths.sweep("additive")) if r["setting"] == add_pick["setting"])
 step = Step(manifest_of(paths.summary("side_effects")), dict(model_key=model_key, method=method, percentiles=percentiles,
-            drift_turns=drift_turns, n_qa=n_qa, n_stress=n_stress, cap=cap_pick["setting"], add=add_pick["setting"]))
+            drift_turns=drift_turns, n_qa=n_qa, n_neutral=n_neutral, n_stress=n_stress, cap=cap_pick["setting"], add=add_pick["setting"]))
 print(f"cap: {cap_pick['setting']} ({bands.get(cap_pick['band'])}); additive: {add_pick['setting']} at layers {add_layers}; "
       f"axis read at layer {axis_layer}")
 
