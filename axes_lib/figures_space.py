@@ -75,27 +75,35 @@ def role_ranking(names: Sequence[str], families: Sequence[str], projection: np.n
     return fig
 
 
+def _grid(n: int, width: float, height: float, sharey: bool | str) -> tuple[Figure, list[Any]]:
+    """A figure with n panels, two per row."""
+    cols = min(n, 2)
+    rows = (n + cols - 1) // cols
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, sharey=sharey, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
 def drift_trajectories(turns: Mapping[str, Mapping[str, Sequence[float]]], reference: Mapping[str, float]) -> Figure:
     """Per domain: the projection of each turn's answer, per setting (`{domain: {setting: [turns]}}`), with the
     reference levels (`{label: value}`, e.g. the assistant and role-playing answers of step 1)."""
-    fig = Figure(figsize=(4.2 * len(turns), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(turns), sharey=True, squeeze=False)[0]
+    fig, axes = _grid(len(turns), 4.6, 3.2, sharey=True)
     for ax, (domain, settings) in zip(axes, turns.items()):
         for (label, values), color in zip(settings.items(), ["#1f77b4", "#d62728", "#2ca02c"]):
             ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, color=color, label=label)
         for (label, value), ls in zip(reference.items(), [":", "--"]):
             ax.axhline(value, color="grey", ls=ls, lw=1, label=label)
-        ax.set(title=domain.replace("_", " "), xlabel="turn")
-    axes[0].set_ylabel("projection on the assistant axis")
-    axes[-1].legend(fontsize=7)
+        ax.set(title=domain.replace("_", " "), xlabel="turn", ylabel="projection on the axis")
+    axes[0].legend(fontsize=7)
     return fig
 
 
 def cost_panels(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, str]) -> Figure:
-    """One panel per metric (`{key: axis label}`): each setting's value with its interval (keys `key`,
-    `key_low`, `key_high` in every row; rows carry `label` and `kind`)."""
-    fig = Figure(figsize=(4.2 * len(metrics), 0.28 * len(rows) + 1.6), layout="constrained")
-    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    """One panel per metric (`{key: axis label}`), two per row: each setting's value with its interval (keys
+    `key`, `key_low`, `key_high` in every row; rows carry `label` and `kind`)."""
+    fig, axes = _grid(len(metrics), 4.8, 0.24 * len(rows) + 1.3, sharey=True)
     colors = {"unsteered": "k", "capping": "#1f77b4", "additive": "#d62728"}
     for ax, (key, label) in zip(axes, metrics.items()):
         for y, row in enumerate(rows):
@@ -103,6 +111,6 @@ def cost_panels(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, str]) -
             ax.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", ms=4, color=colors.get(row["kind"], "grey"))
         ax.set(xlabel=label)
         ax.grid(axis="x", lw=0.3)
-    axes[0].set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=7)
+        ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=7)
     axes[0].invert_yaxis()
     return fig

@@ -17,7 +17,7 @@
 # Anthropic's *The Assistant Axis* takes one vector per role — the mean response activation of the role's
 # answers — runs a PCA over the roles at each layer, and finds that the first component lines up with the
 # assistant axis. Here the roles are the project's persona bank (`axes_lib/data/persona_bank.json`: three
-# assistant roles and forty-two others in five families, three wordings each), answering held-out queries
+# assistant roles and the others in five families, three wordings each), answering held-out queries
 # of step 3's split, and the axis is step 3's response-mean direction, fitted on the seed's nine personas
 # only: the bank is data the axis never saw.
 #
@@ -98,8 +98,10 @@ prompt_of = {r["id"]: r["prompt"] for r in records}
 info = {r["id"]: r for r in records}
 rows = [{**info[r["id"]], "response": r["response"]} for r in rows if r["response"].strip()]
 print(f"{len(rows)} non-empty answers of {len(records)}")
-examples = pd.DataFrame([{"role": r["role"], "family": r["family"], "query": r["query"], "answer": r["response"][:160]}
+print(f"Answers to {queries[0].text!r} under each role's first wording (every fourth role):")
+examples = pd.DataFrame([{"role": r["role"], "family": r["family"], "answer": r["response"][:240]}
                          for r in rows if r["wording"] == 0 and r["query_id"] == queries[0].id])
+pd.set_option("display.max_colwidth", 240)
 examples.set_index("role").iloc[::4]
 
 # %% [markdown]
@@ -120,12 +122,14 @@ in_role = match["in_role"]
 by_family = pd.DataFrame({"family": [r["family"] for r in rows], "in role": in_role, "own role closest": match["rank"] == 1,
                           "own role in top 5": match["rank"] <= 5}).groupby("family").mean().round(3) * 100
 by_family.loc["chance (top 1 / top 5)"] = [np.nan, round(100 / len(roles), 1), round(500 / len(roles), 1)]
+by_family
+
+# %% tags=["hide-input"]
 glue("space_top1", round(100 * float(np.mean(match["rank"] == 1)), 1), display=False)
 glue("space_top1_chance", round(100 / len(roles), 1), display=False)
 glue("space_in_role", int(in_role.sum()), display=False)
 glue("space_in_role_total", len(rows), display=False)
 glue("space_in_role_pct", round(100 * float(in_role.mean())), display=False)
-by_family
 
 # %% [markdown]
 # ## Role vectors and their principal components

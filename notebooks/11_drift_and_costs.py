@@ -155,16 +155,16 @@ for domain, by_setting in turns.items():
     half = len(u) // 2
     drift_table.append({"domain": domain, "uncapped: mean": round(float(u.mean()), 1),
                         "uncapped: late - early turns": round(float(u[half:].mean() - u[:half].mean()), 1),
-                        "uncapped: Spearman(turn, projection)": round(spearman(np.arange(len(u)), u), 2),
+                        "uncapped: Spearman(turn, projection)": round(float(spearman(np.arange(len(u)), u)), 2),
                         "capped - uncapped (mean over turns)": round(float((c - u).mean()), 1),
                         "turns capped above uncapped": int((c > u).sum())})
 drift_table = pd.DataFrame(drift_table).set_index("domain")
 rates = {d: float(np.mean(np.array(v[capped_label]) > np.array(v["uncapped"]))) for d, v in turns.items()}
-for domain, row in drift_table.iterrows():
-    glue(f"drift_{domain}_mean", row["uncapped: mean"], display=False)
-    glue(f"drift_{domain}_change", row["uncapped: late - early turns"], display=False)
-    glue(f"drift_{domain}_rho", row["uncapped: Spearman(turn, projection)"], display=False)
-    glue(f"drift_{domain}_cap_gain", row["capped - uncapped (mean over turns)"], display=False)
+for domain, row in drift_table.iterrows():  # plain floats: pandas hands out numpy scalars
+    glue(f"drift_{domain}_mean", float(row["uncapped: mean"]), display=False)
+    glue(f"drift_{domain}_change", float(row["uncapped: late - early turns"]), display=False)
+    glue(f"drift_{domain}_rho", float(row["uncapped: Spearman(turn, projection)"]), display=False)
+    glue(f"drift_{domain}_cap_gain", float(row["capped - uncapped (mean over turns)"]), display=False)
 for label, value in reference.items():
     glue("drift_ref_assistant" if "assistant" in label else "drift_ref_roles", round(value, 1), display=False)
 falling = [d.replace("_", " ") for d, row in drift_table.iterrows() if row["uncapped: late - early turns"] < 0]
@@ -234,7 +234,7 @@ save(fig, paths.figure("capping_costs"))
 caps = costs[costs["kind"] == "capping"]
 add = costs.loc[add_pick["setting"]]
 chosen = costs.loc[cap_label]
-glue("cost_base_ppl", round(costs.loc["unsteered", "perplexity"], 1), display=False)
+glue("cost_base_ppl", round(float(costs.loc["unsteered", "perplexity"]), 1), display=False)
 glue("cost_cap_kl_max", round(float(caps["kl_neutral"].max()), 3), display=False)
 glue("cost_cap_kl_max_setting", Plain(caps["kl_neutral"].idxmax()), display=False)
 glue("cost_add_kl", round(float(add["kl_neutral"]), 3), display=False)
@@ -246,6 +246,10 @@ glue("cost_add_qa_high", round(float(add["qa_high"])), display=False)
 glue("cost_cap_qa_min", round(float(caps["qa"].min())), display=False)
 glue("cost_cap_qa_min_setting", Plain(caps["qa"].idxmin()), display=False)
 glue("cost_cap_ppl_max", round(float(caps["perplexity"].max()), 1), display=False)
+lowest = caps[[label.endswith(f":p{min(percentiles):g}") for label in caps.index]]
+glue("cost_low_pct", min(percentiles), display=False)
+glue("cost_low_qa_min", round(float(lowest["qa"].min())), display=False)
+glue("cost_low_kl_max", round(float(lowest["kl_neutral"].max()), 3), display=False)
 for key in ("kl_neutral", "kl_assistant"):
     glue(f"cost_chosen_{key}", round(float(chosen[key]), 3), display=False)
     glue(f"cost_add_over_chosen_{key}", round(float(add[key] / chosen[key])) if chosen[key] > 0 else Plain("∞"), display=False)
