@@ -87,7 +87,11 @@ if cap_pick["band"] not in bands:  # step 7 found no capped setting better than 
     name = list(bands)[-1]
     cap_pick = {"setting": f"cap:{name}:p{max(percentiles):g}", "band": name, "percentile": max(percentiles), "positions": "all"}
     print(f"step 7 chose no capped setting; this step uses {cap_pick['setting']}")
-add_layers = next(r["layers"] for r in read_jsonl(paths.sweep("additive")) if r["setting"] == add_pick["setting"])
+add_rows = [r for r in read_jsonl(paths.sweep("additive")) if r["layers"] and r["unit"] == "raw"]
+if add_pick["setting"] not in {r["setting"] for r in add_rows}:  # step 7 chose no steered raw scale: the largest
+    add_pick = max(({"setting": r["setting"], "scale": r["scale"]} for r in add_rows), key=lambda p: p["scale"])
+    print(f"step 7 chose no steered additive setting; this step uses {add_pick['setting']}")
+add_layers = next(r["layers"] for r in add_rows if r["setting"] == add_pick["setting"])
 step = Step(manifest_of(paths.summary("side_effects")), dict(model_key=model_key, method=method, percentiles=percentiles,
             drift_turns=drift_turns, n_qa=n_qa, n_neutral=n_neutral, n_stress=n_stress, cap=cap_pick["setting"], add=add_pick["setting"]))
 print(f"cap: {cap_pick['setting']} ({bands.get(cap_pick['band'])}); additive: {add_pick['setting']} at layers {add_layers}; "
