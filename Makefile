@@ -89,7 +89,7 @@ lint: $(STAMP)
 # pytest's output is kept in _build/pytest.log (.ci/run repeats its closing line last).
 test-lib: $(STAMP)
 	@mkdir -p _build
-	AXES_SMOKE_DIR=$(CURDIR)/$(SMOKE) $(PY) -m pytest -q tests 2>&1 | tee _build/pytest.log
+	AXES_SMOKE_DIR=$(CURDIR)/$(SMOKE) $(PY) -m pytest -q --durations=12 tests 2>&1 | tee _build/pytest.log
 
 # nbval re-executes the notebooks whose outputs are deterministic and compares the cells marked
 # NBVAL_CHECK_OUTPUT (lax mode: other cells only have to run).
