@@ -65,8 +65,9 @@ def read_record(executed: Path) -> dict[str, Any] | None:
         return None
 
 
-def key_parts(source: Path, params: Path | None, later_outputs: set[str]) -> dict[str, Any]:
-    """What the step's result depends on, part by part (`key` hashes it)."""
+def key_parts(source: Path, params: Path | None, later_outputs: set[str],
+              files: dict[str, tuple[int, str]]) -> dict[str, Any]:
+    """What the step's result depends on, part by part (`key` hashes it); `files`: a `snapshot()`."""
     from axes_lib.resume import code_fingerprint
 
     text = source.read_text()
@@ -75,7 +76,7 @@ def key_parts(source: Path, params: Path | None, later_outputs: set[str]) -> dic
         "params": sha256(params) if params else None,
         "requirements": sha256(ROOT / "requirements.txt"),
         "code": code_fingerprint(library_modules(text, str(source))),
-        "inputs": {name: sha256(path) for name, path in tracked_files().items() if name not in later_outputs},
+        "inputs": {name: digest for name, (_, digest) in files.items() if name not in later_outputs},
     }
 
 
@@ -141,7 +142,8 @@ def run(params: Path | None, force: bool = False, only: list[str] | None = None,
     for i, source in enumerate(sources):
         executed = BOOK / f"{source.stem}.ipynb"
         later = {name for s in sources[i:] for name in (records[s.stem] or {}).get("outputs", {})}
-        parts = key_parts(source, params, later)
+        before = snapshot()
+        parts = key_parts(source, params, later, before)
         record = records[source.stem]
         missing = [name for name in (record or {}).get("outputs", {}) if not (ROOT / name).is_file()]
         if only and not any(source.stem.startswith(n) for n in only):
@@ -162,7 +164,7 @@ def run(params: Path | None, force: bool = False, only: list[str] | None = None,
         executed_now.append(source.stem)
         if dry_run:
             continue
-        before, start = snapshot(), time.time()
+        start = time.time()
         execute(source, executed, params, force)
         after = snapshot()
         outputs = {name for name, (mtime, digest) in after.items() if before.get(name, (None, None))[0] != mtime}
