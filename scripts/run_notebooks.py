@@ -16,7 +16,12 @@ when a file it wrote is missing, or with `--force` (FORCE=1, which also passes `
 committed notebook is rendered as it is. An executed step's outputs are then new inputs of the steps after
 it, so a change reruns exactly the steps it can reach.
 
-    python scripts/run_notebooks.py [--params params/default.yaml] [--force] [--only NN ...] [--dry-run]
+Several runs share `artifacts/`: the default model's into `book/`, a second model's (its own parameters file
+and `artifacts_dir`) into `book/<model_key>/` with `--book`. What another run wrote (the outputs its records
+list) is not an input of this run, so rerunning one model never invalidates the other; only a notebook with an
+`other_artifacts_dir` parameter (the comparison of models) reads every run's outputs.
+
+    python scripts/run_notebooks.py [--params params/default.yaml] [--book book] [--force] [--only NN ...] [--dry-run]
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES, BOOK, ARTIFACTS = ROOT / "notebooks", ROOT / "book", ROOT / "artifacts"
 #: Files under artifacts/ that are neither inputs nor recorded outputs: the benchmarks' results (no notebook
 #: reads them; `make html` rewrites build_times.md after the notebooks ran) and the activation cache.
-NOT_TRACKED = ("bench", "activations")
+NOT_TRACKED = frozenset({"bench", "activations"})
 RECORD = "axes_build"
+#: The parameter that marks a notebook reading other runs' outputs (step 12, the comparison of models).
+READS_OTHER_RUNS = "other_artifacts_dir"
 
 
 def sha256(path: Path) -> str:
@@ -46,7 +53,22 @@ def sha256(path: Path) -> str:
 def tracked_files() -> dict[str, Path]:
     """Every file under artifacts/ that can be an input or an output, by its path relative to the repository."""
     return {p.relative_to(ROOT).as_posix(): p for p in sorted(ARTIFACTS.rglob("*"))
-            if p.is_file() and p.relative_to(ARTIFACTS).parts[0] not in NOT_TRACKED}
+            if p.is_file() and not NOT_TRACKED & set(p.relative_to(ARTIFACTS).parts[:-1])}
+
+
+def other_runs_outputs(book: Path) -> set[str]:
+    """The files the other runs' records say they wrote: executed notebooks in `BOOK` and its subfolders, except
+    those of this run's `book` folder."""
+    found = [*BOOK.glob("[0-9][0-9]_*.ipynb"), *BOOK.glob("*/[0-9][0-9]_*.ipynb")]
+    return {name for path in found if path.parent != book for name in (read_record(path) or {}).get("outputs", {})}
+
+
+def reads_other_runs(source: str, filename: str = "<notebook>") -> bool:
+    """Whether a notebook's source assigns `READS_OTHER_RUNS` at top level (its parameters cell)."""
+    import ast
+
+    return any(isinstance(node, ast.Assign) and any(getattr(t, "id", None) == READS_OTHER_RUNS for t in node.targets)
+               for node in ast.parse(source, filename=filename).body)
 
 
 def library_modules(source: str, filename: str = "<notebook>") -> list[str]:
@@ -65,9 +87,10 @@ def read_record(executed: Path) -> dict[str, Any] | None:
         return None
 
 
-def key_parts(source: Path, params: Path | None, later_outputs: set[str],
+def key_parts(source: Path, params: Path | None, not_inputs: set[str],
               files: dict[str, tuple[int, str]]) -> dict[str, Any]:
-    """What the step's result depends on, part by part (`key` hashes it); `files`: a `snapshot()`."""
+    """What the step's result depends on, part by part (`key` hashes it); `files`: a `snapshot()`, less
+    `not_inputs` (what this and later steps, or other runs, write)."""
     from axes_lib.resume import code_fingerprint
 
     text = source.read_text()
@@ -76,7 +99,7 @@ def key_parts(source: Path, params: Path | None, later_outputs: set[str],
         "params": sha256(params) if params else None,
         "requirements": sha256(ROOT / "requirements.txt"),
         "code": code_fingerprint(library_modules(text, str(source))),
-        "inputs": {name: digest for name, (_, digest) in files.items() if name not in later_outputs},
+        "inputs": {name: digest for name, (_, digest) in files.items() if name not in not_inputs},
     }
 
 
@@ -84,11 +107,11 @@ def key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _as_of(record: dict[str, Any], later_outputs: set[str]) -> dict[str, Any]:
-    """A record's key parts, its inputs without the files now known to be written by this or a later step
-    (a step that ran for the first time after this one recorded them as inputs then)."""
+def _as_of(record: dict[str, Any], not_inputs: set[str]) -> dict[str, Any]:
+    """A record's key parts, its inputs without the files now known to be written by this or a later step, or
+    by another run (a step that ran for the first time after this one recorded them as inputs then)."""
     parts = {part: record.get(part) for part in ("source", "params", "requirements", "code")}
-    return {**parts, "inputs": {k: v for k, v in record["inputs"].items() if k not in later_outputs}}
+    return {**parts, "inputs": {k: v for k, v in record["inputs"].items() if k not in not_inputs}}
 
 
 def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -130,20 +153,26 @@ def write_record(executed: Path, record: dict[str, Any]) -> None:
     executed.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
 
 
-def run(params: Path | None, force: bool = False, only: list[str] | None = None, dry_run: bool = False) -> list[str]:
-    """Execute the stale steps in order; returns the names of those executed (or, dry run, to execute)."""
+def run(params: Path | None, force: bool = False, only: list[str] | None = None, dry_run: bool = False,
+        book: Path | None = None) -> list[str]:
+    """Execute the stale steps in order, into `book` (default `BOOK`); returns the names of those executed
+    (or, dry run, to execute)."""
+    book = BOOK if book is None else book
     sources = sorted(SOURCES.glob("[0-9][0-9]_*.py"))
     if only:
         unknown = [n for n in only if not any(s.stem.startswith(n) for s in sources)]
         if unknown:
             raise SystemExit(f"--only {unknown}: no notebook starts so; have {[s.stem for s in sources]}")
-    records = {s.stem: read_record(BOOK / f"{s.stem}.ipynb") for s in sources}
+    book.mkdir(parents=True, exist_ok=True)
+    records = {s.stem: read_record(book / f"{s.stem}.ipynb") for s in sources}
+    others = other_runs_outputs(book)
     executed_now: list[str] = []
     for i, source in enumerate(sources):
-        executed = BOOK / f"{source.stem}.ipynb"
+        executed = book / f"{source.stem}.ipynb"
         later = {name for s in sources[i:] for name in (records[s.stem] or {}).get("outputs", {})}
         before = snapshot()
-        parts = key_parts(source, params, later, before)
+        not_inputs = later if reads_other_runs(source.read_text(), str(source)) else later | others
+        parts = key_parts(source, params, not_inputs, before)
         record = records[source.stem]
         missing = [name for name in (record or {}).get("outputs", {}) if not (ROOT / name).is_file()]
         if only and not any(source.stem.startswith(n) for n in only):
@@ -153,7 +182,7 @@ def run(params: Path | None, force: bool = False, only: list[str] | None = None,
             why = ["FORCE"]
         elif record is None or "inputs" not in record:
             why = ["no record of an earlier run"]
-        elif key(recorded := _as_of(record, later)) != key(parts):
+        elif key(recorded := _as_of(record, not_inputs)) != key(parts):
             why = changes(recorded, parts)
         else:
             why = [f"{name} missing" for name in missing]
@@ -179,6 +208,7 @@ def run(params: Path | None, force: bool = False, only: list[str] | None = None,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", type=Path, default=None, help="parameters file handed to every notebook")
+    parser.add_argument("--book", type=Path, default=None, help="folder of this run's executed notebooks (default book/)")
     parser.add_argument("--force", action="store_true", help="execute every notebook, with resume=False")
     parser.add_argument("--only", nargs="*", help="notebook name prefixes to consider (the rest are left as they are)")
     parser.add_argument("--dry-run", action="store_true", help="say what would be executed, execute nothing")
@@ -186,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.params is not None and not args.params.is_file():
         parser.error(f"--params {args.params} not found")
     os.chdir(ROOT)
-    run(args.params.resolve() if args.params else None, args.force, args.only, args.dry_run)
+    run(args.params.resolve() if args.params else None, args.force, args.only, args.dry_run,
+        args.book.resolve() if args.book else None)
     return 0
 
 

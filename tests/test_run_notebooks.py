@@ -34,8 +34,9 @@ def runner(tmp_path, monkeypatch):
     def fake_execute(source, executed, params, force):
         n = int(source.stem[:2])
         art = tmp_path / "artifacts"
-        read = art / ("gold.txt" if n == 1 else f"out_{n - 1}.txt")
-        (art / f"out_{n}.txt").write_text(f"{n}:{read.read_text()}")
+        run = "" if executed.parent == tmp_path / "book" else f"{executed.parent.name}_"  # a second model's run
+        read = art / ("gold.txt" if n == 1 else f"{run}out_{n - 1}.txt")
+        (art / f"{run}out_{n}.txt").write_text(f"{n}:{read.read_text()}")
         (art / "bench" / "timing.txt").write_text(str(len(calls)))  # never an input
         executed.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
         calls.append(source.stem)
@@ -126,3 +127,22 @@ def test_files_a_later_step_turns_out_to_write_are_not_inputs_of_earlier_steps(r
     (runner.tmp / "notebooks" / "04_step.py").write_text("step = 4\n")  # a new last step
     assert runner.run(None) == ["04_step"]
     assert runner.run(None) == []
+
+
+def test_another_runs_outputs_are_inputs_only_of_the_notebook_that_compares_runs(runner):
+    """A second model's run (`book/other/`) writes beside the first; neither run's records go stale because of
+    the other, except the comparison step (a parameter `other_artifacts_dir`), which reads both."""
+    other = runner.tmp / "book" / "other"
+    (runner.tmp / "notebooks" / "04_compare.py").write_text('other_artifacts_dir = "artifacts"\nstep = 4\n')
+    assert runner.run(None, only=["01", "02", "03"], book=other) == ["01_step", "02_step", "03_step"]
+    assert (runner.tmp / "artifacts" / "other_out_3.txt").read_text() == "3:2:1:gold"
+    assert runner.run(None) == ["01_step", "02_step", "03_step", "04_compare"]
+    assert "artifacts/other_out_3.txt" not in runner.read_record(runner.tmp / "book" / "01_step.ipynb")["inputs"]
+    assert "artifacts/other_out_3.txt" in runner.read_record(runner.tmp / "book" / "04_compare.ipynb")["inputs"]
+    assert runner.run(None, only=["01", "02", "03"], book=other) == []
+    (runner.tmp / "artifacts" / "other_out_3.txt").write_text("edited")  # the other run's result changes
+    assert runner.run(None) == ["04_compare"]
+    assert runner.run(None, only=["01", "02", "03"], book=other) == []  # an edited output reruns its readers only
+    (runner.tmp / "artifacts" / "out_2.txt").unlink()  # this run's output: the other run does not care
+    assert runner.run(None, only=["01", "02", "03"], book=other) == []
+    assert runner.run(None) == ["02_step"]
