@@ -15,16 +15,18 @@ def _executed(folder, name, seconds, parameters):
 
 
 def test_cold_build_total_and_verdict(tmp_path):
-    _executed(tmp_path, "01_a", 600.0, {"resume": False})
-    _executed(tmp_path, "02_b", 330.0, {"resume": False, "n_queries": 100})
+    _executed(tmp_path, "01_a", 2000.0, {"resume": False})
+    _executed(tmp_path, "02_b", 130.0, {"resume": False, "n_queries": 100})
     (tmp_path / "notes.ipynb").write_text("{}")  # not a numbered step: ignored
     rows = notebook_times(tmp_path)
     assert [r["notebook"] for r in rows] == ["01_a", "02_b"] and all(r["cold"] for r in rows)
     out = tmp_path / "times.md"
     main([str(tmp_path), str(out)])
     text = out.read_text()
-    assert "| **all** | | | **15.5** |" in text  # (600 + 330) s = 15.5 min
-    assert "cold build took 15.5 min against a budget of 15 min (missed)" in text
+    assert "| **all** | | | **35.5** |" in text  # (2000 + 130) s = 35.5 min
+    assert "cold build took 35.5 min against a budget of 35 min (missed)" in text
+    main([str(tmp_path), str(out), "--no-budget"])  # the second model's run has no budget
+    assert "cold build took 35.5 min." in out.read_text() and "budget" not in out.read_text()
 
 
 def test_a_resumed_step_is_not_called_cold(tmp_path):
