@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from axes_lib.artifacts import Artifacts
+from axes_lib.artifacts import DEFAULT_ROOT, Artifacts
 from axes_lib.directions import load_direction_with_metadata
 from axes_lib.generation import check_prompts, generate
 from axes_lib.interventions import KINDS, Cap, Intervention
@@ -40,6 +40,7 @@ class CappedModel:
         layers: Sequence[int] | None = None,
         evaluation: str | Path | None = None,
         device: str | None = None,
+        artifacts_dir: str | Path | None = None,
         **strength: Any,
     ) -> CappedModel:
         """Load the model for `key` with its committed direction and an intervention of `kind` on it.
@@ -47,6 +48,8 @@ class CappedModel:
         The strength is passed by its name (`threshold=` for a cap, `scale=` for `"add"`, `value=` for
         `"ablate"`). Layers, and a cap's thresholds, default to the committed evaluation's capping
         settings. Everything is checked against the direction file before the model loads.
+        `artifacts_dir`: where the key's artifacts are; by default `artifacts/<key>/` when that folder exists
+        (a second model's run, e.g. `qwen2.5-0.5b`), else `artifacts/` (the default model's).
         """
         model_name(key)  # a bad key fails before anything is loaded
         cls_ = KINDS.get(kind) if isinstance(kind, str) else kind
@@ -55,7 +58,7 @@ class CappedModel:
         unknown = set(strength) - {cls_.strength_name}
         if unknown:
             raise ValueError(f"{cls_.__name__} takes its strength as {cls_.strength_name}=, not {sorted(unknown)}")
-        paths = Artifacts(model_key=key)
+        paths = Artifacts(artifacts_dir if artifacts_dir is not None else default_root(key), key)
         path = Path(direction) if direction is not None else paths.direction(method)
         vectors, meta = load_direction_with_metadata(path)
         value = strength.get(cls_.strength_name)
@@ -93,6 +96,12 @@ class CappedModel:
         items, single = check_prompts(prompts)
         out = generate(self.model, self.tokenizer, items, max_new_tokens=max_new_tokens, **kwargs)
         return out[0] if single else out
+
+
+def default_root(key: str) -> Path:
+    """The committed artifacts of a model key: `artifacts/<key>/` when a run wrote there, else `artifacts/`."""
+    own = DEFAULT_ROOT / Artifacts(DEFAULT_ROOT, key).stem
+    return own if (own / "directions").is_dir() else DEFAULT_ROOT
 
 
 class _Shape:

@@ -94,3 +94,28 @@ def test_capped_qwen05_loads_offline_and_changes_a_persona_answer(qwen05, tmp_pa
     p_before, p_after = response_projection(capped.model, capped.tokenizer, [prompt] * 2, [before, after],
                                             capped.direction, capped.layers)
     assert p_after > p_before
+
+
+def test_the_default_root_of_a_key_is_its_own_folder_when_a_run_wrote_there(tmp_path, monkeypatch):
+    import axes_lib.capped as capped
+
+    monkeypatch.setattr(capped, "DEFAULT_ROOT", tmp_path)
+    assert capped.default_root("qwen2.5-0.5b") == tmp_path  # no folder of its own: the shared root
+    (tmp_path / "qwen2.5-0.5b" / "directions").mkdir(parents=True)
+    assert capped.default_root("qwen2.5-0.5b") == tmp_path / "qwen2.5-0.5b"
+    assert capped.default_root("smollm2") == tmp_path
+
+
+def test_capped_qwen05_from_its_committed_run(qwen05_path):
+    """`CappedModel.from_model_key("qwen2.5-0.5b")` with nothing else: the committed direction, band and thresholds
+    of the second model's run (artifacts/qwen2.5-0.5b/), and a persona's capped answer differs from its own."""
+    from axes_lib.artifacts import DEFAULT_ROOT
+
+    capped = CappedModel.from_model_key("qwen2.5-0.5b")
+    evaluation = read_json(Artifacts(DEFAULT_ROOT / "qwen2.5-0.5b", "qwen2.5-0.5b").evaluation("response_mean"))
+    assert capped.layers == evaluation["capping"]["layers"]
+    pirate = next(p for p in load_personas() if p.name == "pirate")
+    prompts = [r["prompt"] for r in contrastive_prompts(load_queries(2), [pirate], model_type="qwen2.5-0.5b")]
+    before = capped.generate_uncapped(prompts, max_new_tokens=24)
+    after = capped.generate(prompts, max_new_tokens=24)
+    assert all(a.strip() for a in after) and after != before
