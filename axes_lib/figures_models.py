@@ -38,7 +38,8 @@ def separation_by_depth(summaries: Sequence[Mapping[str, Any]], labels: Sequence
         ax.set(title=METHOD_LABEL[method], xlabel="relative depth (layer / last layer)", xlim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("Cohen's d, held-out queries")
-    axes[0].legend(fontsize=8, title="★ chosen layer (95 % CI); grey: shuffled-label null q95", title_fontsize=7)
+    axes[-1].legend(fontsize=8, loc="upper left", title="★ chosen layer (95 % CI); grey: shuffled-label null q95",
+                    title_fontsize=7)
     return fig
 
 
@@ -52,7 +53,7 @@ def interventions_by_model(summaries: Sequence[Mapping[str, Any]], labels: Seque
         for scale, color in SCALE_COLOR.items():
             left.plot([r["scale_sd"] for r in curve], [r[scale] for r in curve], ls=ls, marker=marker, ms=4, color=color,
                       label=f"{label}: {scale.replace('_', '-')}")
-    left.set(xscale="symlog", xlabel="additive scale (projection SDs at the steered layer)", ylabel="judge score (0-10)",
+    left.set(xlabel="additive scale (projection SDs at the steered layer)", ylabel="judge score (0-10)",
              title="Additive steering", ylim=(0, 10))
     left.legend(fontsize=7)
     left.grid(alpha=0.3)
