@@ -127,6 +127,7 @@ def model_summary(root: str | Path, model_key: str, method: str = "response_mean
                    "coherence": Interval.of(b["coherence"]), "capped": float(b["capped"]["mean"])}
                   for b in capping["bands"]],
         "bands_answer": capping["answer"],
+        "n_report_queries": len(additive["queries_report"]),
     }
     if paths.answer_filters.is_file():
         summary["answers"] = _answers(read_json(paths.answer_filters), read_jsonl(paths.responses))

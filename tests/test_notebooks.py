@@ -44,6 +44,9 @@ def smoke(tmp_path_factory) -> Path:
         shutil.copy(ROOT / name, root / name)
     for page in (ROOT / "book").glob("*.md"):
         shutil.copy(page, root / "book" / page.name)
+    for folder in (ROOT / "book").iterdir():  # the second model's executed notebooks, as committed
+        if folder.is_dir() and not folder.name.startswith((".", "_")):
+            shutil.copytree(folder, root / "book" / folder.name)
     shutil.copytree(ROOT / "artifacts" / "bench", root / "artifacts" / "bench")  # measured by `make bench`, not here
     return root
 
@@ -294,3 +297,81 @@ def test_drift_and_costs(smoke):
     assert len(stress) == 3 * SMOKE["n_stress"] and all(r["assistant_likeness"] is not None for r in stress)
     for figure in ("drift", "capping_costs"):
         _drawn(smoke / "artifacts/figures" / f"{figure}.png")
+
+
+def test_two_models(smoke):
+    """Step 12 compares the smoke run with the committed second model: every number it glues is the one the
+    runs' own evaluation files hold, and its agreement count is the count of its table's agreeing rows."""
+    glued = _glued(smoke / "book/12_two_models.ipynb")
+    runs = {"first": smoke / "artifacts" / "evaluations" / f"direction_eval_{KEY}_{{}}.json",
+            "second": ROOT / "artifacts" / "qwen2.5-0.5b" / "evaluations" / "direction_eval_qwen2.5-0.5b_{}.json"}
+    for tag, pattern in runs.items():
+        for method, short in (("last_token", "lt"), ("response_mean", "rm")):
+            evaluation = json.loads(Path(str(pattern).format(method)).read_text())
+            best = evaluation["query_split"]["best"]
+            assert glued[f"{tag}_{short}_layer"] == str(best["layer"]) == str(evaluation["best_layer"])
+            assert float(glued[f"{tag}_{short}_d"]) == pytest.approx(best["cohens_d"], abs=0.006)
+            assert float(glued[f"{tag}_{short}_baseline"]) == pytest.approx(evaluation["query_split"]["majority_baseline"], abs=0.006)
+    assert glued["first_n_layers"] == "30" and glued["second_n_layers"] == "24"
+    assert 0 <= int(glued["n_agree"]) <= int(glued["n_statements"])
+    for name in ("two_models_separation", "two_models_interventions"):
+        _drawn(smoke / "artifacts" / "figures" / f"{name}.png")
+
+
+QWEN_TEMPLATE = ROOT / "tests" / "data" / "qwen2.5_chat_template.jinja"
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen_chat(tmp_path_factory) -> Path:
+    """A tiny random-weight Qwen2 (the architecture of the second model) whose tokenizer carries Qwen 2.5's own
+    chat template (copied from the embedded model, checked against it in test_prompts) and ChatML's tokens."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    words = ["<pad>", "<|im_start|>", "<|im_end|>", *"abcdefghijklmnopqrstuvwxyz", "system", "user", "assistant"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<|im_end|>",
+                                        additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tokenizer.chat_template = QWEN_TEMPLATE.read_text()
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                                         pad_token_id=0, eos_token_id=2))
+    path = tmp_path_factory.mktemp("tiny-qwen2-chat")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_a_qwen2_model_runs_the_first_steps(tiny_qwen_chat, tmp_path):
+    """Steps 1-3 on the second model's architecture and chat template (the real 0.5B is too slow for CI):
+    prompts in Qwen's ChatML with the personas' system prompts, activations and a direction at every layer."""
+    import jupytext
+    import papermill as pm
+    from transformers import AutoTokenizer
+
+    from axes_lib.artifacts import Artifacts
+    from axes_lib.directions import load_direction
+    from axes_lib.io import read_jsonl
+    from axes_lib.prompts import format_prompt
+
+    params = {**SMOKE, "model_key": str(tiny_qwen_chat), "artifacts_dir": str(tmp_path / "artifacts")}
+    for source in NOTEBOOKS[:3]:
+        notebook = tmp_path / f"{source.stem}.ipynb"
+        jupytext.write(jupytext.read(source), notebook)
+        pm.execute_notebook(notebook, tmp_path / f"{source.stem}.out.ipynb", parameters=params, kernel_name="python3",
+                            cwd=str(ROOT), progress_bar=False)
+    paths = Artifacts(tmp_path / "artifacts", str(tiny_qwen_chat))
+    rows = read_jsonl(paths.responses)
+    assert len(rows) == 9 * SMOKE["n_queries"] and {r["persona"] for r in rows} == {p.name for p in load_personas()}
+    # The prompts those answers were generated from: the tokenizer's own (Qwen's) template, as ChatML writes it.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen_chat)
+    for persona in load_personas():
+        query = rows[0]["query"]
+        assert format_prompt(persona.system, query, model_type=str(tiny_qwen_chat), tokenizer=tokenizer) == (
+            f"<|im_start|>system\n{persona.system}<|im_end|>\n<|im_start|>user\n{query}<|im_end|>\n<|im_start|>assistant\n")
+    for method in ("last_token", "response_mean"):
+        direction = load_direction(paths.direction(method))
+        assert sorted(direction) == [0, 1, 2, 3] and all(v.shape == (32,) for v in direction.values())

@@ -243,3 +243,9 @@ def test_matched_layout_has_the_same_parts_for_every_persona() -> None:
     assert all("\n" not in p.system and p.system.count(".") == 1 and p.system.endswith(".") for p in one)
     with pytest.raises(ValueError, match="layout"):
         load_personas(layout="fancy")
+
+
+def test_the_tests_copy_of_the_qwen_template_is_the_real_one(qwen05_path):
+    """tests/data/qwen2.5_chat_template.jinja (the tiny Qwen2's template in test_notebooks) is the embedded model's."""
+    ours = Path(__file__).parent / "data" / "qwen2.5_chat_template.jinja"
+    assert ours.read_text() == (qwen05_path / "chat_template.jinja").read_text()
