@@ -21,14 +21,21 @@ def notebook_times(book: Path) -> list[dict[str, Any]]:
     """One row per executed notebook (sorted by name): duration, start, and whether it ran cold."""
     rows = []
     for path in sorted(book.glob("[0-9][0-9]_*.ipynb")):
-        meta = json.loads(path.read_text())["metadata"].get("papermill", {})
+        notebook = json.loads(path.read_text())
+        meta = notebook["metadata"].get("papermill", {})
         if meta.get("duration") is None:
             raise ValueError(f"{path} has no papermill duration: was it executed by papermill?")
         rows.append({"notebook": path.stem, "seconds": float(meta["duration"]), "start": meta.get("start_time", "")[:16],
-                     "cold": meta.get("parameters", {}).get("resume") is False})
+                     "cold": meta.get("parameters", {}).get("resume") is False or not _can_resume(notebook)})
     if not rows:
         raise ValueError(f"no executed notebooks in {book}")
     return rows
+
+
+def _can_resume(notebook: dict[str, Any]) -> bool:
+    """Whether a notebook has a `resume` parameter (one without has nothing to reuse: every run of it is cold)."""
+    cells = [c for c in notebook.get("cells", []) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    return any(line.startswith("resume =") for c in cells for line in "".join(c["source"]).splitlines())
 
 
 def markdown(rows: list[dict[str, Any]], budget: float | None = COLD_BUDGET_MIN) -> str:

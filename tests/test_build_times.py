@@ -29,9 +29,20 @@ def test_cold_build_total_and_verdict(tmp_path):
     assert "cold build took 35.5 min." in out.read_text() and "budget" not in out.read_text()
 
 
-def test_a_resumed_step_is_not_called_cold(tmp_path):
+def _with_parameters_cell(folder, name, source):
+    path = folder / f"{name}.ipynb"
+    notebook = json.loads(path.read_text())
+    notebook["cells"] = [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": source, "outputs": []}]
+    path.write_text(json.dumps(notebook))
+
+
+def test_a_resumed_step_is_not_called_cold_and_one_that_cannot_resume_always_is(tmp_path):
     _executed(tmp_path, "01_a", 60.0, {"resume": False})
     _executed(tmp_path, "02_b", 60.0, {})
+    _with_parameters_cell(tmp_path, "02_b", "model_key = 'x'\nresume = True  # reuse\n")
+    _executed(tmp_path, "03_c", 60.0, {})
+    _with_parameters_cell(tmp_path, "03_c", "model_key = 'x'\n")  # nothing to reuse
+    assert [r["cold"] for r in notebook_times(tmp_path)] == [True, False, True]
     text = markdown(notebook_times(tmp_path))
     assert "resume allowed" in text and "need not be a cold-build time" in text and "budget" not in text
 
