@@ -121,7 +121,7 @@ RUN_FLAGS := $(if $(wildcard $(PARAMS)),--params $(PARAMS),) $(if $(FORCE),--for
 
 # The second model, Qwen 2.5 Coder 0.5B, runs steps 01-09 with its own parameters into book/qwen2.5-0.5b/ and
 # artifacts/qwen2.5-0.5b/ (committed like the default model's: an up-to-date record executes nothing). It goes
-# first, because the default run's step 12 compares the two. `make second FORCE=1` reruns it cold (hours on
+# first, because the default run's step 12 compares the two. `make second FORCE=1` reruns it cold (an hour on
 # 2 cores); a PARAMS given on the command line runs only that parameters file, into book/.
 SECOND_PARAMS := params/qwen2.5-0.5b.yaml
 SECOND_BOOK   := book/qwen2.5-0.5b
