@@ -55,7 +55,6 @@ def _extraction(evaluation: dict[str, Any]) -> dict[str, Any]:
         "cohens_d_two_way": (Interval(best["cohens_d"], two_way["cohens_d_low"][column], two_way["cohens_d_high"][column])
                              if two_way else None),
         "balanced_accuracy": float(best["balanced_accuracy"]),
-        "accuracy": float(best["accuracy"]),
         "majority_baseline": float(split["majority_baseline"]),
         "auroc": float(best["auroc"]),
         "shuffled_q95": float(evaluation["shuffled_null"]["cohens_d_q95"][column]) if "shuffled_null" in evaluation else None,
@@ -64,7 +63,6 @@ def _extraction(evaluation: dict[str, Any]) -> dict[str, Any]:
         "partition_rank": int(partitions["rank_cohens_d"]["rank"][column]) if partitions else None,
         "n_partitions": int(partitions["n_partitions"]) if partitions else None,
         "loo_balanced_accuracy": float(loo["balanced_accuracy"][column]) if loo else None,
-        "selection": split["selection"]["rule"],
         "by_layer": {"depth": [layer / (n_layers - 1) for layer in split["layers"]],
                      "cohens_d": split["test"]["cohens_d"],
                      "null_q95": evaluation.get("shuffled_null", {}).get("cohens_d_q95")},
@@ -80,8 +78,9 @@ def _answers(filters: dict[str, Any], responses: list[dict[str, Any]]) -> dict[s
         raise ValueError(f"step 4's role adherence covers {len(in_role)} answers, step 1 wrote {len(responses)}")
     out = {}
     for kind in ("assistant", "non_assistant"):
-        rates = [rate for persona, rate in filters["loop_rate"].items() if (kinds[persona] == "assistant") == (kind == "assistant")]
-        flags = [flag for flag, r in zip(in_role, responses) if (r["kind"] == "assistant") == (kind == "assistant")]
+        mine = {persona for persona, k in kinds.items() if (k == "assistant") == (kind == "assistant")}
+        rates = [rate for persona, rate in filters["loop_rate"].items() if persona in mine]
+        flags = [flag for flag, r in zip(in_role, responses) if r["persona"] in mine]
         out[f"loop_rate_{kind}"] = sum(rates) / len(rates)
         out[f"in_role_{kind}"] = 100 * sum(flags) / len(flags)
     return out

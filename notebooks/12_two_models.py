@@ -47,6 +47,7 @@ runs = {model_key: artifacts_dir, other_model: other_artifacts_dir}
 summaries = [model_summary(root, key, method) for key, root in runs.items()]
 labels = [model_name(key).split("/")[-1] for key in runs]
 first, second = summaries
+tagged = {"first": first, "second": second}  # the glue keys' prefix for each model
 
 # The two runs must have asked the same questions of the same personas (each may ask fewer of them).
 data = {key: read_jsonl(Artifacts(root, key).responses) for key, root in runs.items()}
@@ -57,15 +58,14 @@ queries = {key: {r["query_id"]: r["query"] for r in rows} for key, rows in data.
 shared = set(queries[model_key]) & set(queries[other_model])
 if any(queries[model_key][q] != queries[other_model][q] for q in shared):
     raise ValueError("the runs asked different questions under the same query ids")
-for tag, key, summary in (("first", model_key, first), ("second", other_model, second)):
-    glue(f"{tag}_name", Plain(labels[0 if tag == "first" else 1]), display=False)
+for (tag, summary), key, label in zip(tagged.items(), runs, labels):
+    glue(f"{tag}_name", Plain(label), display=False)
     glue(f"{tag}_n_layers", summary["n_layers"], display=False)
     glue(f"{tag}_n_queries", len(queries[key]), display=False)
     glue(f"{tag}_n_answers", len(data[key]), display=False)
     glue(f"{tag}_judge", Plain(summary["judge"]), display=False)
-glue("n_personas", len(personas[model_key]), display=False)
-for tag, summary in (("first", first), ("second", second)):
     glue(f"{tag}_n_report_queries", summary["n_report_queries"], display=False)
+glue("n_personas", len(personas[model_key]), display=False)
 glue("n_shared_queries", len(shared), display=False)
 print(f"{labels[0]}: {len(data[model_key])} answers to {len(queries[model_key])} queries; "
       f"{labels[1]}: {len(data[other_model])} answers to {len(queries[other_model])} queries; {len(shared)} queries shared")
@@ -81,7 +81,7 @@ print(f"{labels[0]}: {len(data[model_key])} answers to {len(queries[model_key])}
 answers = pd.DataFrame([{"model": label, **{k: round(v, 1) for k, v in s["answers"].items()}}
                         for s, label in zip(summaries, labels)]).set_index("model")
 answers.columns = ["loops, assistant (%)", "in role, assistant (%)", "loops, non-assistant (%)", "in role, non-assistant (%)"]
-for tag, summary in (("first", first), ("second", second)):
+for tag, summary in tagged.items():
     for key, value in summary["answers"].items():
         glue(f"{tag}_{key}", round(value), display=False)
 glue("answers_table", answers, display=False)
@@ -111,7 +111,7 @@ def separation_row(label: str, m: str, ext: dict) -> dict:
 
 
 separation = pd.DataFrame([separation_row(label, m, s["extraction"][m]) for s, label in zip(summaries, labels) for m in METHODS])
-for tag, summary in (("first", first), ("second", second)):
+for tag, summary in tagged.items():
     for m, short in (("last_token", "lt"), ("response_mean", "rm")):
         ext = summary["extraction"][m]
         glue(f"{tag}_{short}_layer", ext["layer"], display=False)
@@ -154,7 +154,7 @@ def extraction_verdict(summary: dict) -> tuple[str, str]:
 
 
 extraction_claim = {label: extraction_verdict(s) for s, label in zip(summaries, labels)}
-for tag, label in (("first", labels[0]), ("second", labels[1])):
+for tag, label in zip(tagged, labels):
     glue(f"{tag}_extraction_claim", Plain(extraction_claim[label][1]), display=False)
     print(f"{label}: {extraction_claim[label][1]}")
 
@@ -196,7 +196,7 @@ def sweet_spot_sentence(summary: dict, kind: str) -> str:
 
 interventions = pd.DataFrame([intervention_row(label, s, kind) for s, label in zip(summaries, labels)
                               for kind in ("additive", "capping")])
-for tag, summary in (("first", first), ("second", second)):
+for tag, summary in tagged.items():
     for kind in ("additive", "capping"):
         glue(f"{tag}_{kind}_sentence", Plain(sweet_spot_sentence(summary, kind)), display=False)
     glue(f"{tag}_bands_answer", Plain(summary["bands_answer"]), display=False)
@@ -231,7 +231,7 @@ def band_verdict(summary: dict) -> str:
             f"(layers {late['layers'][0]}–{late['layers'][-1]})" + ("" if apart else "; the intervals overlap"))
 
 
-for tag, summary, label in (("first", first, labels[0]), ("second", second, labels[1])):
+for (tag, summary), label in zip(tagged.items(), labels):
     glue(f"{tag}_band_claim", Plain(band_verdict(summary)), display=False)
     print(f"{label}: {band_verdict(summary)}")
 

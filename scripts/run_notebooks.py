@@ -27,6 +27,7 @@ list) is not an input of this run, so rerunning one model never invalidates the 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -65,8 +66,6 @@ def other_runs_outputs(book: Path) -> set[str]:
 
 def reads_other_runs(source: str, filename: str = "<notebook>") -> bool:
     """Whether a notebook's source assigns `READS_OTHER_RUNS` at top level (its parameters cell)."""
-    import ast
-
     return any(isinstance(node, ast.Assign) and any(getattr(t, "id", None) == READS_OTHER_RUNS for t in node.targets)
                for node in ast.parse(source, filename=filename).body)
 
@@ -168,6 +167,9 @@ def run(params: Path | None, force: bool = False, only: list[str] | None = None,
     others = other_runs_outputs(book)
     executed_now: list[str] = []
     for i, source in enumerate(sources):
+        if only and not any(source.stem.startswith(n) for n in only):
+            print(f">> {source.stem}: left as it is (--only)", flush=True)
+            continue
         executed = book / f"{source.stem}.ipynb"
         later = {name for s in sources[i:] for name in (records[s.stem] or {}).get("outputs", {})}
         before = snapshot()
@@ -175,9 +177,6 @@ def run(params: Path | None, force: bool = False, only: list[str] | None = None,
         parts = key_parts(source, params, not_inputs, before)
         record = records[source.stem]
         missing = [name for name in (record or {}).get("outputs", {}) if not (ROOT / name).is_file()]
-        if only and not any(source.stem.startswith(n) for n in only):
-            print(f">> {source.stem}: left as it is (--only)", flush=True)
-            continue
         if force:
             why = ["FORCE"]
         elif record is None or "inputs" not in record:
